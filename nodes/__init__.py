@@ -19,6 +19,7 @@ NODE_MODULES = (
     "synthetic",
     "media_nodes",
     "lightcache",
+    "lightcache_decode",
 )
 
 
@@ -46,4 +47,6 @@ class AVLabExtension(ComfyExtension):
         paths.register_model_folders()
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        # ComfyUI 0.3.64's loader never calls on_load(); register here too (idempotent).
+        await self.on_load()
         return _collect_nodes()

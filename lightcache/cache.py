@@ -1,0 +1,335 @@
+"""LightCache configuration and the per-run cache state (paper 1, "Block caching").
+
+:class:`LightCacheConfig` holds the user's settings and validates them. :class:`CacheState` is the
+state holder shared by every integration (ComfyUI wrappers, diffusers hooks) — it follows the host's
+own idiom (``comfy_extras/nodes_easycache.py``): ``clone()`` gives a fresh holder with the same
+settings, ``reset()`` drops everything cached, and one summary line is logged after each run.
+
+Keys. A cached feature belongs to one *slot* of the batch, one latent shape and one context window:
+
+* slot — ComfyUI: the conditioning's ``uuid`` (``transformer_options["uuids"]``; falls back to
+  ``cond_or_uncond``), so cond and uncond of a CFG batch, area conds and CFG = 1 (no uncond) each
+  have their own cache, whatever way ``_calc_cond_batch`` happens to batch them at a given step.
+  diffusers: the call's position within the step (the n-th model call at one timestep).
+* shape — the per-slot batch size and the latent shape (``x.shape[1:]``), so two resolutions (or two
+  frame counts) in one run never share a feature.
+* window — ComfyUI ``transformer_options["context_window"].index_list`` (``comfy/context_windows.py``
+  sets it before each window's model call) or AnimateDiff-Evolved's ``ad_params["sub_idxs"]``.
+
+A call is *full* when the schedule says so **or** any of its slots has nothing cached under its key
+(so a new key never reads a stale feature); otherwise it is a *cache* call. Both paths store per
+slot and reassemble the batch in the call's slot order.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Hashable, Sequence
+
+import torch
+
+from ..common.errors import NodeInputError
+from .schedule import SCHEDULES, UNIFORM, full_step_mask, step_index
+from .swap import SWAP_MODES, FeatureStore, resolve_swap
+
+logger = logging.getLogger(__name__)
+
+NODE = "AVLab LightCache"
+
+FULL = "full"
+CACHE = "cache"
+OFF = "off"
+
+
+@dataclass(frozen=True)
+class LightCacheConfig:
+    """Settings of one LightCache application.
+
+    Args:
+        cache_interval: a full step every ``cache_interval`` steps; 1 = no reuse (exactly uncached).
+        cache_depth: U-Net — the branch id: skip connections ``0..cache_depth`` (ComfyUI
+            ``input_blocks[0..cache_depth]``) form the shallow path that always runs; with SD-style
+            levels of 2 res blocks this is DeepCache's ``cache_branch_id``. DiT — the number of leading
+            *and* trailing blocks that always run; blocks ``[cache_depth, N - cache_depth)`` are cached
+            (0 = the whole stack, as the official EasyAnimate code does).
+        start_percent, end_percent: caching only for steps with ``start <= i / steps <= end``.
+        schedule: ``"uniform"`` or ``"non-uniform"`` (see :mod:`.schedule`).
+        swap: ``"auto"`` (swap to pinned CPU memory when the model runs on CUDA), ``"on"``, ``"off"``.
+        temporal_chunks, spatial_chunks: feature chunking (see :mod:`.chunking`); 1 = off.
+        verbose: log every call's decision.
+    """
+
+    cache_interval: int = 3
+    cache_depth: int = 0
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+    schedule: str = UNIFORM
+    swap: str = "auto"
+    temporal_chunks: int = 1
+    spatial_chunks: int = 1
+    verbose: bool = False
+
+    def validated(self, node: str = NODE) -> "LightCacheConfig":
+        """Return ``self`` or raise :class:`NodeInputError` naming the bad input."""
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if not is_int(self.cache_interval) or self.cache_interval < 1:
+            raise NodeInputError(node, "cache_interval", "an integer >= 1 (1 = no caching)", self.cache_interval)
+        if not is_int(self.cache_depth) or self.cache_depth < 0:
+            raise NodeInputError(node, "cache_depth", "an integer >= 0", self.cache_depth)
+        for name in ("start_percent", "end_percent"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.0 <= v <= 1.0:
+                raise NodeInputError(node, name, "a number in [0, 1]", v)
+        if self.start_percent >= self.end_percent:
+            raise NodeInputError(node, "start_percent", f"less than end_percent ({self.end_percent})",
+                                 self.start_percent)
+        if self.schedule not in SCHEDULES:
+            raise NodeInputError(node, "schedule", f"one of {list(SCHEDULES)}", self.schedule)
+        if self.swap not in SWAP_MODES:
+            raise NodeInputError(node, "swap", f"one of {list(SWAP_MODES)}", self.swap)
+        for name in ("temporal_chunks", "spatial_chunks"):
+            v = getattr(self, name)
+            if not is_int(v) or v < 1:
+                raise NodeInputError(node, name, "an integer >= 1 (1 = no chunking)", v)
+        return self
+
+    def with_(self, **changes) -> "LightCacheConfig":
+        return replace(self, **changes)
+
+    @property
+    def chunking(self) -> bool:
+        return self.temporal_chunks > 1 or self.spatial_chunks > 1
+
+
+@dataclass
+class Call:
+    """One model call: its step, keys and decision, plus scratch space for the integration."""
+
+    step: int | None
+    slots: tuple
+    base: tuple          # (per-slot shape key, window key)
+    mode: str = OFF
+    scratch: dict = field(default_factory=dict)
+
+    def key(self, name: str, slot: Hashable) -> tuple:
+        return (name, slot) + self.base
+
+
+@dataclass
+class RunStats:
+    steps: int = 0
+    full_steps: set = field(default_factory=set)
+    cached_steps: set = field(default_factory=set)
+    full_calls: int = 0
+    cached_calls: int = 0
+    off_calls: int = 0
+    misses: int = 0
+    t_full: list = field(default_factory=list)
+    t_cached: list = field(default_factory=list)
+
+    @property
+    def skipped_steps(self) -> int:
+        return len(self.cached_steps - self.full_steps)
+
+    def speedup(self) -> float | None:
+        """Denoiser speed-up estimated from per-call wall time (medians of full and cache calls)."""
+        if not self.t_full or not self.t_cached:
+            return None if not self.t_full else 1.0
+        mf, mc = statistics.median(self.t_full), statistics.median(self.t_cached)
+        n_f, n_c = len(self.t_full), len(self.t_cached)
+        denom = n_f * mf + n_c * mc
+        return (n_f + n_c) * mf / denom if denom > 0 else None
+
+
+class CacheState:
+    """The LightCache state holder (EasyCache idiom: ``clone()`` / ``reset()``; see module docstring).
+
+    Args:
+        config: validated :class:`LightCacheConfig`.
+        names: feature names this integration caches (e.g. ``("unet",)``), released before full steps.
+        description: what is cached (for the log line), e.g. ``"U-Net branch 0"``.
+    """
+
+    name = "LightCache"
+
+    def __init__(self, config: LightCacheConfig, names: Sequence[str] = (), description: str = "",
+                 info: dict | None = None):
+        self.config = config
+        self.names = tuple(names)
+        self.description = description
+        self.info = dict(info or {})  # integration constants (model kind, depth, block range)
+        self.reset()
+
+    # -- EasyCache-style holder API ----------------------------------------------------------------
+    def clone(self) -> "CacheState":
+        return type(self)(self.config, self.names, self.description, self.info)
+
+    def __deepcopy__(self, memo):  # ModelPatcher.clone() deep-copies model_options
+        return self.clone()
+
+    def reset(self) -> "CacheState":
+        """Forget everything cached and all per-run counters (safe to call at any time)."""
+        store = getattr(self, "store", None)
+        if store is not None:
+            store.clear()
+        self.store: FeatureStore | None = None
+        self.running = False
+        self.mask: list[bool] = []
+        self.num_steps = 0
+        self.stats = RunStats()
+        self.meta: dict[Hashable, Any] = {}
+        self.current: Call | None = None
+        self._sigmas_obj = None
+        self._sigmas_list: list[float] = []
+        self._last_step: int | None = None
+        self._timed: list[Call] | None = None  # calls started since timing_begin
+        return self
+
+    # -- run lifecycle -----------------------------------------------------------------------------
+    def begin_run(self, num_steps: int, device: torch.device | str | None = None) -> "CacheState":
+        """Start a sampling run of ``num_steps`` steps on ``device`` (resets first)."""
+        self.reset()
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        self.store = FeatureStore(dev, offload=resolve_swap(self.config.swap, dev))
+        self.set_num_steps(num_steps)
+        self.running = True
+        return self
+
+    def set_num_steps(self, num_steps: int) -> None:
+        num_steps = max(int(num_steps), 0)
+        if num_steps != self.num_steps or not self.mask:
+            c = self.config
+            self.num_steps = num_steps
+            self.mask = full_step_mask(num_steps, c.cache_interval, c.start_percent, c.end_percent, c.schedule)
+            self.stats.steps = num_steps
+
+    def is_full_step(self, step: int) -> bool:
+        return step < 0 or step >= len(self.mask) or self.mask[step]
+
+    def step_from_sigmas(self, sigmas, sample_sigmas) -> int | None:
+        """Step index of the current call from ComfyUI's ``sigmas`` / ``sample_sigmas`` (None if absent)."""
+        if sigmas is None or sample_sigmas is None:
+            return None
+        if sample_sigmas is not self._sigmas_obj:
+            self._sigmas_obj = sample_sigmas
+            self._sigmas_list = [float(v) for v in torch.as_tensor(sample_sigmas).flatten().tolist()]
+            self.set_num_steps(len(self._sigmas_list) - 1)
+        sigma = float(torch.as_tensor(sigmas).flatten()[0])
+        step = step_index(sigma, self._sigmas_list, prev=self._last_step)
+        self._last_step = step
+        return step
+
+    # -- per call ----------------------------------------------------------------------------------
+    def start_call(self, step: int | None, slots: Sequence[Hashable], shape_key: tuple,
+                   window_key: Hashable = None) -> Call:
+        """Decide full / cache for one model call and remember it as :attr:`current`."""
+        call = Call(step=step, slots=tuple(slots), base=(shape_key, window_key))
+        if not self.running or step is None or self.store is None:
+            call.mode = OFF
+            self.stats.off_calls += 1
+        else:
+            want_full = self.is_full_step(step)
+            cached = all(call.key(n, s) in self.store for n in self.names for s in call.slots)
+            if not want_full and not cached:
+                self.stats.misses += 1
+            call.mode = CACHE if (not want_full and cached) else FULL
+            if call.mode == FULL:
+                self.stats.full_calls += 1
+                self.stats.full_steps.add(step)
+                for n in self.names:  # free device copies before the peak of this full step
+                    for s in call.slots:
+                        self.store.release_device(call.key(n, s))
+            else:
+                self.stats.cached_calls += 1
+                self.stats.cached_steps.add(step)
+        if self.config.verbose:
+            logger.info("%s [verbose] step %s slots %s shape %s window %s -> %s", self.name, step,
+                        list(call.slots), shape_key, window_key, call.mode)
+        self.current = call
+        if self._timed is not None:
+            self._timed.append(call)
+        return call
+
+    def end_call(self, call: Call) -> None:
+        """Finish a call: prefetch its features if the next step will reuse them."""
+        if call.mode in (FULL, CACHE) and self.store is not None and call.step is not None:
+            if not self.is_full_step(call.step + 1):
+                for n in self.names:
+                    for s in call.slots:
+                        self.store.prefetch(call.key(n, s))
+        call.scratch.clear()
+        if self.current is call:
+            self.current = None
+
+    def store_feature(self, call: Call, name: str, tensor: torch.Tensor, owned: bool = False,
+                      meta: Any = None) -> None:
+        """Store ``tensor`` (batch = the call's slots, in order) per slot."""
+        n = len(call.slots)
+        per = tensor.shape[0] // n
+        for i, slot in enumerate(call.slots):
+            part = tensor if n == 1 else tensor.narrow(0, i * per, per)
+            self.store.put(call.key(name, slot), part, owned=owned, meta=meta)
+
+    def fetch_feature(self, call: Call, name: str, fresh: bool = False) -> torch.Tensor:
+        """The cached feature for the call's slots, reassembled along dim 0.
+
+        ``fresh=True`` guarantees the caller may modify the result in place (a copy if needed).
+        """
+        parts = [self.store.get(call.key(name, s)) for s in call.slots]
+        if len(parts) == 1:
+            return parts[0].clone() if fresh else parts[0]
+        return torch.cat(parts, dim=0)
+
+    def feature_meta(self, call: Call, name: str) -> Any:
+        return self.store.meta(call.key(name, call.slots[0])) if self.store is not None else None
+
+    # -- timing (whole model calls) ----------------------------------------------------------------
+    def timing_begin(self, device: torch.device | None = None) -> tuple:
+        _sync(device)
+        self._timed = []
+        return (time.perf_counter(), device)
+
+    def timing_end(self, token: tuple) -> None:
+        t0, device = token
+        _sync(device)
+        dt = time.perf_counter() - t0
+        modes = {c.mode for c in (self._timed or [])}
+        self._timed = None
+        if CACHE in modes and FULL not in modes:
+            self.stats.t_cached.append(dt)
+        elif FULL in modes and CACHE not in modes:
+            self.stats.t_full.append(dt)
+
+    # -- summary -----------------------------------------------------------------------------------
+    def summary(self) -> str:
+        s = self.stats
+        total = s.full_calls + s.cached_calls
+        sp = s.speedup()
+        sp_txt = f"{sp:.2f}x" if sp is not None else "n/a"
+        store = self.store
+        size_mb = (store.peak_bytes if store is not None else 0) / 2**20
+        where = store.location if store is not None else "nowhere"
+        c = self.config
+        return (f"{self.name} - skipped {s.skipped_steps}/{s.steps} steps ({s.cached_calls}/{total} model "
+                f"calls reused the cache, {s.misses} cache misses); est. denoiser speed-up {sp_txt} "
+                f"(per-call wall time); cache {size_mb:.1f} MB peak in {where}; {self.description}, "
+                f"interval {c.cache_interval}, {c.schedule}, steps {c.start_percent:.2f}-{c.end_percent:.2f}")
+
+    def finish_run(self) -> str:
+        """Log the one summary line of this run and return it (never raises)."""
+        try:
+            line = self.summary()
+        except Exception as exc:  # noqa: BLE001 - a log line must never fail a finished run
+            line = f"{self.name} - summary unavailable ({exc})"
+        logger.info(line)
+        return line
+
+
+def _sync(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()

@@ -1,0 +1,50 @@
+"""Test-only ComfyUI nodes the host tier links into ``custom_nodes/`` beside the pack (never shipped).
+
+``HostTestConditioning`` makes a CONDITIONING of any width. The host tier needs it for Wan 2.1: the
+Wan DiT's text projection is fixed at 4096 inputs, and the only text encoder ComfyUI 0.3.64 accepts
+for ``CLIPLoader`` type ``wan`` is the full-size umT5-XXL (fixed config, ~5.7 B parameters, detected
+by ``encoder.block.23`` with d_model 4096), so no tiny native text encoder can produce it. No native
+node creates a conditioning without a text/vision encoder of the right width either.
+"""
+
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import ComfyExtension, io
+
+
+class HostTestConditioning(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HostTestConditioning",
+            display_name="Host Test Conditioning",
+            category="_for_testing/avlab_host",
+            description="Zero or seeded-normal cross-attention conditioning [1, tokens, width] (tests only).",
+            inputs=[
+                io.Int.Input("width", default=4096, min=1, max=16384, tooltip="Feature width of the context."),
+                io.Int.Input("tokens", default=8, min=1, max=4096, tooltip="Number of context tokens."),
+                io.Combo.Input("fill", options=["normal", "zeros"], default="normal",
+                               tooltip="Seeded standard normal values, or zeros."),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Seed for 'normal'."),
+            ],
+            outputs=[io.Conditioning.Output()],
+            is_experimental=True,
+        )
+
+    @classmethod
+    def execute(cls, width: int, tokens: int, fill: str, seed: int) -> io.NodeOutput:
+        if fill == "zeros":
+            ctx = torch.zeros(1, tokens, width)
+        else:
+            ctx = torch.randn(1, tokens, width, generator=torch.Generator().manual_seed(seed))
+        return io.NodeOutput([[ctx, {}]])
+
+
+class HostTestExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [HostTestConditioning]
+
+
+async def comfy_entrypoint() -> HostTestExtension:
+    return HostTestExtension()
