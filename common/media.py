@@ -782,11 +782,14 @@ class VideoReader:
         parts: list[np.ndarray] = []
         pending = 0
         channels = ast.codec_context.channels or 1
+        started = False
         for packet in self._container.demux(ast):
             for frame in packet.decode():
                 arr = _audio_array(frame)
                 channels = arr.shape[0]
                 s0 = pos if frame.pts is None else _round_half_up((frame.pts * tb - self._origin) * sr)
+                if started and abs(s0 - pos) <= 2:
+                    s0 = pos  # timestamp rounding (e.g. 1/90000 time bases), not a real gap
                 s1 = s0 + arr.shape[1]
                 if s_end is not None and s0 >= s_end:
                     break
@@ -802,6 +805,7 @@ class VideoReader:
                     parts.append(arr[:, pos - s0 : hi - s0])
                     pending += hi - pos
                     pos = hi
+                    started = True
                 while pending >= chunk_n:
                     block = np.concatenate(parts, axis=1)
                     yield torch.from_numpy(np.ascontiguousarray(block[:, :chunk_n]))

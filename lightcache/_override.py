@@ -83,12 +83,17 @@ def _holds_tensor(v: Any) -> bool:
     return isinstance(v, torch.Tensor) or any(isinstance(x, torch.Tensor) for x in getattr(v, "__dict__", {}).values())
 
 
-def build(template: Any, leaves: list[torch.Tensor] | None = None) -> Any:
-    """Rebuild an output from ``template``: real ``leaves`` if given, zero stand-ins otherwise."""
+def build(template: Any, leaves: list[torch.Tensor] | None = None, writable: bool = False) -> Any:
+    """Rebuild an output from ``template``: real ``leaves`` if given, zero stand-ins otherwise.
+
+    Stand-ins are expanded zero scalars (no memory) unless ``writable`` (the consumer edits them in place).
+    """
     def walk(v):
         if isinstance(v, _T):
             if leaves is not None:
                 return leaves[v.index]
+            if writable:
+                return torch.zeros(v.shape, dtype=v.dtype, device=v.device)
             return torch.zeros((), dtype=v.dtype, device=v.device).expand(v.shape)
         if isinstance(v, tuple):
             return tuple(walk(x) for x in v)

@@ -9,9 +9,10 @@ The two counts, and the axis each one splits:
 
 * ``temporal_chunks`` (official default 9) — the **batch×frames axis** (dim 0 of ``[(B·T), C, H, W]``)
   through *spatial* ops: ResBlocks, spatial transformers (self/cross attention inside one frame),
-  up/down-samplers. For a DiT whose tokens fold frames and pixels together it splits the **token
-  axis** (dim 1 of ``[B, L, C]``) through its per-token FFN — the official code also spends its
-  "temporal" count there.
+  up/down-samplers. It also splits the **token axis** of per-token feed-forwards: a DiT's FFN
+  (dim 1 of ``[B, L, C]``; the official code spends its "temporal" count there too) and the FFNs
+  inside temporal blocks (dim 1, frames, of a ``[pixels, T, C]`` chunk) — an FFN widens C 4–8×,
+  so it is the largest intermediate of a transformer block.
 * ``spatial_chunks`` (official default 2) — the **spatial (pixel/token) axis** (dim 0 of
   ``[(B·H·W), T, C]``, or dim 1 of ``[(B·T), H·W, C]``) through *temporal* ops: temporal attention
   blocks of motion modules and SVD's time-mixing transformer blocks.
@@ -20,12 +21,13 @@ A count of ``n`` splits an axis of length ``N`` into ``min(n, N)`` nearly equal 
 turns chunking of that axis off. What is covered (everything else runs as before):
 
 ==========================  ==========================================================  ==========
-model                        module (its forward, or ``_forward`` for ComfyUI ResBlocks)  axis
+model                        module (its forward, or ``_forward`` for ComfyUI ResBlocks)  count
 ==========================  ==========================================================  ==========
 ComfyUI ``UNetModel``        ``ResBlock``, spatial part of ``VideoResBlock``,            temporal
                              ``SpatialTransformer``, ``Upsample``/``Downsample``,
                              spatial blocks of ``SpatialVideoTransformer``
                              ``SpatialVideoTransformer.time_stack`` blocks               spatial
+                             their ``ff_in`` / ``ff`` (frame axis)                       temporal
 ComfyUI ``WanModel``         ``WanAttentionBlock.ffn`` (token axis)                       temporal
 diffusers                    ``ResnetBlock2D`` (also SVD's ``spatial_res_block``),       temporal
 ``UNetMotionModel`` /        ``Transformer2DModel``, ``Upsample2D``/``Downsample2D``,
@@ -33,6 +35,7 @@ diffusers                    ``ResnetBlock2D`` (also SVD's ``spatial_res_block``
                              motion-module (``AnimateDiffTransformer3D`` /               spatial
                              ``TransformerTemporalModel``) blocks,
                              ``TemporalBasicTransformerBlock`` (token axis)
+                             their ``ff_in`` / ``ff`` (frame axis)                       temporal
 diffusers                    ``WanTransformerBlock.ffn`` (token axis)                     temporal
 ``WanTransformer3DModel``
 ==========================  ==========================================================  ==========
@@ -420,6 +423,21 @@ class _Site:
             object.__delattr__(self.module, self.attr)
 
 
+def _ffn_sites(blocks) -> list[tuple[nn.Module, str, str, Any]]:
+    """The per-token feed-forwards (``ff_in``, ``ff``) of temporal blocks: their token axis.
+
+    Inside a temporal block a chunk is ``[pixels, T, C]``; its FFN expands C 4–8× and is the
+    largest intermediate, so its frame axis is split by ``temporal_chunks`` as well.
+    """
+    sites = []
+    for block in blocks:
+        for name in ("ff_in", "ff"):
+            ff = getattr(block, name, None)
+            if isinstance(ff, nn.Module):
+                sites.append((ff, "forward", TEMPORAL, _TOKENS))
+    return sites
+
+
 def _plan(model: nn.Module) -> list[tuple[nn.Module, str, str, Any]]:
     """(module, attr, kind, runner) for every covered module under ``model``."""
     plan: list[tuple[nn.Module, str, str, Any]] = []
@@ -429,6 +447,7 @@ def _plan(model: nn.Module) -> list[tuple[nn.Module, str, str, Any]]:
         if _is(m, _ATTENTION, "SpatialVideoTransformer"):
             plan.extend((b, "forward", TEMPORAL, _COMFY_CTX) for b in m.transformer_blocks)
             plan.extend((b, "forward", SPATIAL, _COMFY_CTX) for b in m.time_stack)
+            plan.extend(_ffn_sites(m.time_stack))
             return
         if _is(m, _ATTENTION, "SpatialTransformer"):
             plan.append((m, "forward", TEMPORAL, _COMFY_SPATIAL_TRANSFORMER))
@@ -447,6 +466,7 @@ def _plan(model: nn.Module) -> list[tuple[nn.Module, str, str, Any]]:
         if _is(m, "diffusers", "TransformerSpatioTemporalModel"):
             plan.extend((b, "forward", TEMPORAL, _DIFFUSERS_BLOCK) for b in m.transformer_blocks)
             plan.extend((b, "forward", SPATIAL, _TEMPORAL_BLOCK) for b in m.temporal_transformer_blocks)
+            plan.extend(_ffn_sites(m.temporal_transformer_blocks))
             return
         if _is(m, "diffusers", "SpatioTemporalResBlock"):
             plan.append((m.spatial_res_block, "forward", TEMPORAL, _DIFFUSERS_RESNET))
@@ -459,6 +479,7 @@ def _plan(model: nn.Module) -> list[tuple[nn.Module, str, str, Any]]:
             return
         if _is(m, "diffusers", "AnimateDiffTransformer3D", "TransformerTemporalModel"):
             plan.extend((b, "forward", SPATIAL, _DIFFUSERS_BLOCK) for b in m.transformer_blocks)
+            plan.extend(_ffn_sites(m.transformer_blocks))
             return
         if _is(m, "diffusers", "Upsample2D", "Downsample2D"):
             plan.append((m, "forward", TEMPORAL, _PLAIN))

@@ -191,7 +191,7 @@ def unet_diffusion_model_wrapper(executor, *args, **kwargs):
             x_, timesteps, context, y, control = args[:5]
             return comfy_unet_cached_forward(executor.class_obj, x_, timesteps, context, y, control, to,
                                              depth=depth, h_deep=h_deep, transformer_index=tindex, **kwargs)
-        if call.mode == FULL:
+        if call.mode == FULL and call.store:
             captured: dict = {}
             out = comfy_unet_full_forward(executor, args, kwargs, depth, captured)
             if "h" in captured:
@@ -252,8 +252,12 @@ def apply_to_model_patcher(model, config: LightCacheConfig, wrappers_mp, node: s
     m.add_wrapper_with_key(wrappers_mp.APPLY_MODEL, KEY, apply_model_wrapper)
     cfg = template.config
     if cfg.chunking:
-        from .chunking import make_chunking_wrapper  # registered first: the cache wrapper runs inside it
+        from .chunking import chunkable_sites, make_chunking_wrapper
 
+        if not any(chunkable_sites(diffusion_model).values()):
+            logger.warning("%s: feature chunking has nothing to chunk in %s; it runs unchunked", node,
+                           type(diffusion_model).__name__)
+        # registered first, so the cache wrapper (and its shallow forward) runs inside it
         m.add_wrapper_with_key(wrappers_mp.DIFFUSION_MODEL, KEY,
                                make_chunking_wrapper(cfg.temporal_chunks, cfg.spatial_chunks))
     if template.info["kind"] == UNET:

@@ -74,7 +74,7 @@ def dit_range(num_blocks: int, depth: int) -> tuple[int, int]:
 def run_cached_block(state: CacheState, call: Call | None, i: int, first: int, last: int,
                      x: torch.Tensor, run: Callable[[], torch.Tensor]) -> torch.Tensor:
     """Block ``i`` of the cached range ``[first, last]`` with input ``x``; ``run()`` computes it."""
-    if call is None or call.mode == OFF:
+    if call is None or call.mode == OFF or (call.mode == FULL and not call.store):
         return run()
     if call.mode == CACHE:
         if i == first:

@@ -52,7 +52,9 @@ Callback = Callable[[dict], Any]
 def plan_slices(num_frames: int, frames_per_slice: int, overlap: int = 0) -> list[tuple[int, int]]:
     """Windows ``[start, stop)`` covering ``num_frames``; consecutive windows share ``overlap`` frames.
 
-    The last window is shifted back to end at ``num_frames`` (so it is full length when possible).
+    Without overlap the windows tile the frames (the last one may be shorter). With overlap the
+    last window is shifted back to end at ``num_frames`` so it keeps a full clip of temporal context
+    (it then shares more than ``overlap`` frames with its neighbour; the blend handles that).
     """
     if isinstance(frames_per_slice, bool) or not isinstance(frames_per_slice, int) or frames_per_slice < 1:
         raise NodeInputError(_NODE, "frames_per_slice", "an integer >= 1", frames_per_slice)
@@ -69,7 +71,7 @@ def plan_slices(num_frames: int, frames_per_slice: int, overlap: int = 0) -> lis
     while True:
         stop = start + frames_per_slice
         if stop >= num_frames:
-            windows.append((max(0, num_frames - frames_per_slice), num_frames))
+            windows.append((max(0, num_frames - frames_per_slice) if overlap else start, num_frames))
             break
         windows.append((start, stop))
         start += stride

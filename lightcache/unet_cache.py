@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from ._override import ForwardOverride, build, make_template
-from .cache import CACHE, FULL, OFF, CacheState
+from .cache import FULL, OFF, CacheState
 
 UNET_FEATURE = "unet"
 
@@ -227,7 +227,8 @@ class DiffusersUNetPlan:
     depth: int
     deep: list = field(default_factory=list)       # (name, module)
     boundary: str = ""
-    consumer: nn.Module | None = None
+    consumer: nn.Module | None = None               # the up block holding the first shallow layer
+    feeds_consumer: set = field(default_factory=set)  # deep modules whose output enters ``consumer``
 
 
 def plan_diffusers_unet(unet: nn.Module, depth: int) -> DiffusersUNetPlan:
@@ -266,12 +267,14 @@ def plan_diffusers_unet(unet: nn.Module, depth: int) -> DiffusersUNetPlan:
         if p + n_layers <= n_deep_up:
             plan.deep.append((f"up_blocks.{ui}", blk))
         else:
-            for li in range(n_layers):
-                if p + li < n_deep_up:
-                    for j, m in enumerate(_layer_modules(blk, li)):
-                        plan.deep.append((f"up_blocks.{ui}.layer{li}.{j}", m))
             if plan.consumer is None:
                 plan.consumer = blk
+                plan.feeds_consumer.add(plan.deep[-1][0])  # previous up block or the mid block
+                for li in range(n_layers):
+                    if p + li < n_deep_up:
+                        for j, m in enumerate(_layer_modules(blk, li)):
+                            plan.deep.append((f"up_blocks.{ui}.layer{li}.{j}", m))
+                            plan.feeds_consumer.add(plan.deep[-1][0])
         p += n_layers
     if not plan.deep:
         raise ValueError("nothing to cache at this depth")
@@ -293,7 +296,7 @@ def install_diffusers_unet_gates(unet: nn.Module, plan: DiffusersUNetPlan, state
         def factory(inner):
             def gated_forward(*args, **kwargs):
                 call = state.current
-                if call is None or call.mode == OFF:
+                if call is None or call.mode == OFF or (call.mode == FULL and not call.store):
                     return inner(*args, **kwargs)
                 if call.mode == FULL:
                     out = inner(*args, **kwargs)
@@ -307,12 +310,14 @@ def install_diffusers_unet_gates(unet: nn.Module, plan: DiffusersUNetPlan, state
                     return out
                 templates = state.feature_meta(call, f"{UNET_FEATURE}.0")
                 template = templates[name]
+                # FreeU edits the hidden state entering each up layer in place
+                writable = name in plan.feeds_consumer and _freeu_enabled(plan.consumer)
                 if is_boundary:
-                    fresh = _freeu_enabled(plan.consumer)
                     n_leaves = sum(1 for _ in _iter_leaves(template))
-                    leaves = [state.fetch_feature(call, f"{UNET_FEATURE}.{i}", fresh=fresh) for i in range(n_leaves)]
+                    leaves = [state.fetch_feature(call, f"{UNET_FEATURE}.{i}", fresh=writable)
+                              for i in range(n_leaves)]
                     return build(template, leaves)
-                return build(template)
+                return build(template, writable=writable)
             return gated_forward
         return factory
 

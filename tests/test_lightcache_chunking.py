@@ -50,7 +50,7 @@ def motion_unet():
 def motion_inputs():
     g = torch.Generator().manual_seed(2)
     b, f = 2, 5  # CFG-like batch; 10 frame-samples split unevenly by 9 chunks
-    return (torch.randn(b, 4, f, 16, 16, generator=g), torch.tensor(500),
+    return (torch.randn(b, 4, f, 8, 8, generator=g), torch.tensor(500),
             torch.randn(b * f, 7, 16, generator=g))
 
 
@@ -71,7 +71,7 @@ def svd_unet():
 def svd_inputs():
     g = torch.Generator().manual_seed(4)
     b, f = 2, 6
-    return (torch.randn(b, f, 8, 16, 16, generator=g), torch.tensor(20.0),
+    return (torch.randn(b, f, 8, 8, 8, generator=g), torch.tensor(20.0),
             torch.randn(b, 1, 16, generator=g), torch.randn(b, 3, generator=g))
 
 
@@ -170,7 +170,7 @@ def test_temporal_ops_run_on_pixel_chunks(motion_unet, motion_inputs):
             _run_motion(motion_unet, motion_inputs)
     finally:
         hook.remove()
-    assert sizes == [256, 256]  # (batch 2 × 16 × 16 pixels) in two chunks
+    assert sizes == [64, 64]  # (batch 2 × 8 × 8 pixels) in two chunks
     assert handle.stats.by_kind[TEMPORAL] == 0
 
 
@@ -182,7 +182,7 @@ def test_svd_time_mixing_runs_on_pixel_chunks(svd_unet, svd_inputs):
             _run_svd(svd_unet, svd_inputs)
     finally:
         hook.remove()
-    assert sizes == [128, 128, 128, 128]  # 2 videos × 256 pixels, 4 chunks
+    assert sizes == [32, 32, 32, 32]  # 2 videos × 64 pixels, 4 chunks
 
 
 def test_wan_ffn_runs_on_token_chunks(wan_dit, wan_inputs):
@@ -195,13 +195,26 @@ def test_wan_ffn_runs_on_token_chunks(wan_dit, wan_inputs):
     assert sizes == [15, 15, 15, 15]  # 3 × 4 × 5 tokens
 
 
+def test_temporal_block_ffn_runs_on_frame_chunks(motion_unet, motion_inputs):
+    ff = motion_unet.down_blocks[0].motion_modules[0].transformer_blocks[0].ff
+    sizes, hook = _record_leading_sizes(ff.net[0], dim=1)  # sees [pixels, frames, C]
+    try:
+        with chunked(motion_unet, temporal_chunks=3, spatial_chunks=2):
+            _run_motion(motion_unet, motion_inputs)
+    finally:
+        hook.remove()
+    assert sizes == [1, 2, 2] * 2  # 5 frames in 3 chunks, in each of the 2 pixel chunks
+
+
 def test_stats_count_each_call_of_the_original_forward(motion_unet, motion_inputs):
-    with chunked(motion_unet, temporal_chunks=9, spatial_chunks=2) as handle:
+    with chunked(motion_unet, temporal_chunks=4, spatial_chunks=2) as handle:
         sites = handle.sites
         _run_motion(motion_unet, motion_inputs)
-    assert handle.stats.calls == handle.stats.chunked_calls == sites[TEMPORAL] + sites[SPATIAL]
-    # 9 chunks of 10 frame-samples, 2 chunks of the pixel axis, no fallbacks
-    assert handle.stats.chunk_runs == 9 * sites[TEMPORAL] + 2 * sites[SPATIAL]
+    motion_blocks = sites[SPATIAL]  # each has one FFN site, called once per pixel chunk
+    frame_site_calls = sites[TEMPORAL] + motion_blocks
+    assert handle.stats.calls == handle.stats.chunked_calls == frame_site_calls + sites[SPATIAL]
+    # 10 frame-samples (or 5 frames inside a motion FFN) in 4 chunks; 2 chunks of the pixel axis
+    assert handle.stats.chunk_runs == 4 * frame_site_calls + 2 * sites[SPATIAL]
     assert handle.stats.fallbacks == 0
 
 

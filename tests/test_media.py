@@ -487,3 +487,13 @@ def test_reads_packed_int16_audio_files(tmp_path):
     wav, sr = media.read_audio(path)
     assert sr == 16000 and wav.shape == (2, 4000)
     assert torch.allclose(wav, samples.float() / 32768, atol=1e-6)
+
+
+def test_one_reader_serves_several_segments_and_audio(coded_video):
+    with media.VideoReader(coded_video[0]) as reader:
+        late = torch.cat(list(reader.iter_frames(start=2.0, end=2.5)))
+        early = torch.cat(list(reader.iter_frames(start=0.0, end=0.5)))
+        wav, sr = reader.read_audio(start=0.0, end=0.5)
+    assert [decode_index(f) for f in late] == list(range(60, 75))
+    assert [decode_index(f) for f in early] == list(range(0, 15))
+    assert wav.shape == (2, 24000) and sr == SR

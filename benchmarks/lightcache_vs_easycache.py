@@ -1,0 +1,191 @@
+"""Host tier: LightCache vs ComfyUI's built-in EasyCache on the same tiny Wan model and seed.
+
+The trained toy Wan DiT (``weights/toy/toy_wan_dit``, diffusers layout) is converted with
+``avlab.common.wan_convert.diffusers_to_comfy_wan`` and loaded by ComfyUI 0.3.64's own loader
+(``comfy.sd.load_diffusion_model_state_dict`` → ``WAN21_T2V`` ModelPatcher), imported in-process on
+the CPU. Every configuration samples the same noise and prompts with ``comfy.sample.sample_custom``
+(Euler, the toy's shifted flow sigmas, CFG): uncached; EasyCache (the host node's wrappers, a sweep
+of ``reuse_threshold``); AVLab LightCache (``lightcache.comfy_glue.apply_to_model_patcher``, the
+node's wiring, a sweep of ``cache_interval`` and ``cache_depth``). Reported: speed-up (median of
+interleaved rounds in one process), PSNR/SSIM of the decoded video against uncached, and per
+PSNR level the best speed-up each method reaches ("speed-up at equal PSNR"). A sanity row checks
+that uncached ComfyUI sampling reproduces the diffusers sampler on the same weights.
+
+    COMFYUI_PATH=/work/comfyui python benchmarks/lightcache_vs_easycache.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "lightcache_vs_easycache.md"
+EASYCACHE_THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+LIGHTCACHE = [(k, d) for d in (0, 1) for k in (2, 3, 4, 5, 6)]
+PSNR_LEVELS = (40.0, 35.0, 30.0, 25.0)
+
+
+def import_comfy(path: str):
+    """Import ComfyUI in-process on the CPU (``--cpu`` must be parsed before model_management)."""
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    argv = sys.argv
+    sys.argv = ["comfyui", "--cpu"]
+    try:
+        import comfy.options
+        comfy.options.enable_args_parsing()
+        import comfy.cli_args  # noqa: F401
+        import comfy.model_management  # noqa: F401
+        import comfy.patcher_extension
+        import comfy.sample
+        import comfy.samplers
+        import comfy.sd
+        from comfy_extras import nodes_easycache
+    finally:
+        sys.argv = argv
+    return comfy, nodes_easycache
+
+
+def psnr_ssim(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """PSNR (dB, range 1) and mean per-frame SSIM of videos ``[B,T,H,W,3]``."""
+    from skimage.metrics import structural_similarity
+
+    mse = float((a - b).pow(2).mean())
+    psnr = float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1.0 / mse)).item()
+    an, bn = a.numpy(), b.numpy()
+    ssim = statistics.mean(structural_similarity(an[i, t], bn[i, t], data_range=1.0, channel_axis=-1, win_size=7)
+                           for i in range(an.shape[0]) for t in range(an.shape[1]))
+    return psnr, ssim
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH"))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    if not args.comfyui:
+        raise SystemExit("set COMFYUI_PATH (or --comfyui) to a ComfyUI 0.3.64 checkout")
+    torch.set_num_threads(args.threads)
+    comfy, nodes_easycache = import_comfy(args.comfyui)
+    logging.getLogger().setLevel(logging.WARNING)
+
+    from avlab.common.wan_convert import diffusers_to_comfy_wan
+    from avlab.lightcache import LightCacheConfig
+    from avlab.lightcache.comfy_glue import apply_to_model_patcher
+    from avlab.toymodels import ToyVideoModel
+    from avlab.toymodels.diffusion import flow_sigmas
+
+    toy = ToyVideoModel.load("wan_dit")
+    cfg = toy.config
+    sd = {k: v.clone() for k, v in diffusers_to_comfy_wan(toy.model.state_dict()).items()}
+    base = comfy.sd.load_diffusion_model_state_dict(sd, model_options={"dtype": torch.float32})
+    detected = type(base.model.model_config).__name__
+    labels = torch.arange(min(2, cfg.num_classes))
+    positive = [[toy.context(labels), {}]]
+    negative = [[toy.context(torch.full_like(labels, cfg.num_classes)), {}]]
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(cfg.latent_shape(len(labels)), generator=g)
+    empty = torch.zeros_like(noise)
+    sigmas = flow_sigmas(cfg.sample_steps, cfg.flow_shift)
+    sampler = comfy.samplers.sampler_object("euler")
+    latent_format = base.get_model_object("latent_format")
+
+    def run(model):
+        out = comfy.sample.sample_custom(model, noise, cfg.guidance, sampler, sigmas, positive, negative,
+                                         empty, disable_pbar=True, seed=0)
+        return latent_format.process_in(out)   # undo process_latent_out: back to the toy latent
+
+    def easycache(th):
+        return nodes_easycache.EasyCacheNode.execute(base, th, 0.15, 0.95, False).result[0]
+
+    def lightcache(k, d):
+        return apply_to_model_patcher(base, LightCacheConfig(cache_interval=k, cache_depth=d),
+                                      comfy.patcher_extension.WrappersMP)
+
+    configs = [("uncached", "–", lambda: base)]
+    configs += [("EasyCache", f"reuse_threshold {th}", (lambda th=th: easycache(th))) for th in EASYCACHE_THRESHOLDS]
+    configs += [("LightCache", f"interval {k}, depth {d}", (lambda k=k, d=d: lightcache(k, d))) for k, d in LIGHTCACHE]
+    models = {name + setting: make() for name, setting, make in configs}
+
+    # sanity: the ComfyUI run reproduces the diffusers sampler on the same weights and noise
+    ref = run(base)
+    from avlab.toymodels.diffusion import sample_euler_flow
+    with torch.no_grad():
+        diff_ref = sample_euler_flow(toy.predict, noise.clone(), toy.context(labels), cfg.sample_steps,
+                                     shift=cfg.flow_shift, uncond=toy.context(torch.full_like(labels, cfg.num_classes)),
+                                     guidance=cfg.guidance)
+    sanity = float((diff_ref - ref).abs().max())
+    print(f"detected {detected}; |ComfyUI − diffusers| max {sanity:.2e}", flush=True)
+
+    times = {k: [] for k in models}
+    outs = {}
+    for r in range(args.rounds):
+        for key, m in models.items():
+            t0 = time.perf_counter()
+            outs[key] = run(m)
+            times[key].append(time.perf_counter() - t0)
+        print(f"round {r + 1}/{args.rounds}: uncached {times['uncached–'][-1]:.2f} s", flush=True)
+    ref_video = toy.decode(outs["uncached–"])
+    base_t = statistics.median(times["uncached–"])
+    rows = []
+    for name, setting, _ in configs:
+        key = name + setting
+        med = statistics.median(times[key])
+        psnr, ssim = (float("inf"), 1.0) if name == "uncached" else psnr_ssim(ref_video, toy.decode(outs[key]))
+        rows.append((name, setting, med, base_t / med, psnr, ssim))
+        print(f"{name:10s} {setting:22s} {med:6.2f} s ×{base_t / med:.2f} PSNR {psnr:.2f} SSIM {ssim:.4f}", flush=True)
+    write_markdown(args, rows, detected, sanity, cfg, len(labels))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def write_markdown(args, rows, detected, sanity, cfg, batch) -> None:
+    import platform
+
+    def f(v, spec):
+        return "∞" if v == float("inf") else spec.format(v)
+
+    lines = ["# LightCache vs EasyCache (ComfyUI 0.3.64, in-process, CPU)", "",
+             f"`python benchmarks/lightcache_vs_easycache.py --rounds {args.rounds} --threads {args.threads}` — "
+             f"toy Wan DiT (`weights/toy/toy_wan_dit`, dim {cfg.dim}, {cfg.num_layers} blocks, trained on the "
+             f"synthetic domain) converted with `avlab.common.wan_convert` and loaded by "
+             f"`comfy.sd.load_diffusion_model_state_dict` (detected **{detected}**). {batch} videos × "
+             f"{cfg.frames} latent frames × {cfg.latent_size}², Euler {cfg.sample_steps} steps (shifted flow "
+             f"sigmas, shift {cfg.flow_shift}), CFG {cfg.guidance}, seed 0. CPU "
+             f"({platform.machine()}, {args.threads} thread(s), shared machine), torch {torch.__version__}. "
+             f"Speed-up = median uncached / median time over {args.rounds} interleaved rounds in one process; "
+             "PSNR/SSIM of the decoded video against the uncached ComfyUI output.", "",
+             f"Sanity: uncached ComfyUI sampling vs the diffusers sampler on the unconverted weights: max |Δ| = "
+             f"{sanity:.2e} (latent).", "",
+             "EasyCache: the host node's own wrappers (`EasyCacheNode.execute`, start 0.15, end 0.95). "
+             "LightCache: `avlab.lightcache.comfy_glue.apply_to_model_patcher` (the AVLab LightCache node's "
+             "wiring), whole schedule, uniform; depth d = first and last d blocks always run.", "",
+             "| method | setting | time (s) | speed-up | PSNR (dB) | SSIM |", "|---|---|---|---|---|---|"]
+    for name, setting, med, sp, psnr, ssim in rows:
+        lines.append(f"| {name} | {setting} | {med:.2f} | {sp:.2f}× | {f(psnr, '{:.2f}')} | {f(ssim, '{:.4f}')} |")
+    lines += ["", "## Speed-up at equal PSNR", "",
+              "Best speed-up among the settings whose PSNR against uncached is at least the level.", "",
+              "| PSNR ≥ | EasyCache | LightCache |", "|---|---|---|"]
+    for level in PSNR_LEVELS:
+        best = {}
+        for method in ("EasyCache", "LightCache"):
+            cands = [(sp, setting) for name, setting, _, sp, psnr, _ in rows if name == method and psnr >= level]
+            best[method] = max(cands) if cands else None
+        cell = {m: (f"{b[0]:.2f}× ({b[1]})" if b else "none reaches it") for m, b in best.items()}
+        lines.append(f"| {level:.0f} dB | {cell['EasyCache']} | {cell['LightCache']} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
