@@ -1,0 +1,333 @@
+"""Procedural audio-visual scenes: coloured shapes that bounce, collide with surfaces and cross
+the frame, with per-object masks/boxes, depth, stereo audio and referring sentences.
+
+The built-in synthetic domain of design.md ("Model weights without the internet"): everything is
+deterministic from :class:`SceneConfig` (``seed`` included) and known exactly, so each system has
+ground truth — masks + sentences for FlowRVS (papers.md §2), impact times/materials for FoleyGRAM
+(§4), x-position/depth of every source for StereoSync (§5). Plain numpy; returns torch tensors.
+
+Geometry: an object at depth ``z`` (0 near .. 1 far) rests on the floor line
+``y = H * (FLOOR_NEAR - FLOOR_SPAN * z)`` and appears ``(1 - 0.5 z)`` times its near size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from . import audio as sound
+from ..common.errors import NodeInputError
+
+COLORS: dict[str, tuple[float, float, float]] = {
+    "red": (0.90, 0.15, 0.15), "green": (0.15, 0.75, 0.25), "blue": (0.20, 0.35, 0.95),
+    "yellow": (0.95, 0.85, 0.15), "magenta": (0.85, 0.20, 0.80), "cyan": (0.15, 0.85, 0.90),
+    "orange": (0.98, 0.55, 0.10), "white": (0.95, 0.95, 0.95),
+}
+SHAPES = ("circle", "square", "triangle")
+MATERIAL_NAMES = tuple(sound.MATERIALS)
+#: Scene class used by class-conditional toy models: the shape of object 0.
+NUM_CLASSES = len(SHAPES)
+
+FLOOR_NEAR = 0.97
+FLOOR_SPAN = 0.32
+HORIZON = FLOOR_NEAR - FLOOR_SPAN
+SUBSTEPS = 8
+MAX_OBJECTS = len(COLORS)
+
+
+@dataclass(frozen=True)
+class SceneConfig:
+    """Everything a scene depends on. ``dataclasses.replace(cfg, seed=...)`` gives a new scene."""
+
+    seed: int = 0
+    frames: int = 48
+    height: int = 128
+    width: int = 128
+    fps: float = 24.0
+    sample_rate: int = 44100
+    num_objects: int = 3
+
+    def validate(self, node: str = "SceneConfig") -> None:
+        """Raise :class:`NodeInputError` naming the bad field."""
+        checks = (
+            ("frames", self.frames >= 1, "an integer ≥ 1"),
+            ("height", self.height >= 16, "an integer ≥ 16 pixels"),
+            ("width", self.width >= 16, "an integer ≥ 16 pixels"),
+            ("fps", math.isfinite(self.fps) and self.fps > 0, "a frame rate > 0"),
+            ("sample_rate", self.sample_rate >= 8000, "a sample rate ≥ 8000 Hz"),
+            ("num_objects", 1 <= self.num_objects <= MAX_OBJECTS, f"1..{MAX_OBJECTS} objects"),
+        )
+        for name, ok, expected in checks:
+            if not ok:
+                raise NodeInputError(node, name, expected, getattr(self, name))
+
+
+@dataclass
+class Scene:
+    """A rendered scene. Tensors are CPU float32 unless noted; see module docstring for geometry."""
+
+    config: SceneConfig
+    frames: torch.Tensor          # [T,H,W,3] 0..1
+    masks: torch.Tensor           # [N,T,H,W] 0/1, visible pixels (occlusion applied)
+    boxes: torch.Tensor           # [N,T,4] x0,y0,x1,y1 pixels (zeros when not visible)
+    visible: torch.Tensor         # [N,T] bool
+    depth: torch.Tensor           # [T,H,W] 0 near .. 1 far
+    audio: torch.Tensor           # [2,S] stereo
+    objects: list[dict] = field(default_factory=list)
+    impacts: list[dict] = field(default_factory=list)
+    sentences: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.config.fps
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def class_id(self) -> int:
+        return SHAPES.index(self.objects[0]["shape"])
+
+    def labels(self) -> dict:
+        """JSON-able ground truth (no tensors)."""
+        return {"config": asdict(self.config), "class_id": self.class_id, "objects": self.objects,
+                "impacts": self.impacts, "sentences": self.sentences,
+                "visible_frames": [int(v) for v in self.visible.sum(1)]}
+
+
+# ----------------------------------------------------------------------------------- simulation
+
+def _floor_y(z: float, height: int) -> float:
+    return height * (FLOOR_NEAR - FLOOR_SPAN * z)
+
+
+def _sample_objects(cfg: SceneConfig, rng: np.random.Generator) -> list[dict]:
+    colors = rng.permutation(list(COLORS))[: cfg.num_objects]
+    objects = []
+    for i, color in enumerate(colors):
+        # Object 0 always bounces (the scene has impacts); object 1 always crosses (a moving source).
+        motion = "bounce" if i == 0 else "cross" if i == 1 else str(rng.choice(["bounce", "cross"]))
+        objects.append({
+            "index": i, "color": str(color), "shape": str(rng.choice(SHAPES)),
+            "material": str(rng.choice(MATERIAL_NAMES)), "motion": motion,
+            "size": float(rng.uniform(0.07, 0.13)), "depth": float(rng.uniform(0.1, 0.9)),
+            "hum_hz": float(110.0 * 2 ** (rng.integers(0, 19) / 12.0)),
+            "spin": float(rng.uniform(-3.0, 3.0)),
+        })
+    return objects
+
+
+def _simulate(cfg: SceneConfig, objects: list[dict], rng: np.random.Generator):
+    """Per-frame centre (x, y) px, radius px and angle for each object, plus impact events."""
+    H, W, T, fps = cfg.height, cfg.width, cfg.frames, cfg.fps
+    dt = 1.0 / (fps * SUBSTEPS)
+    gravity = 2.5 * H
+    centres = np.zeros((len(objects), T, 2))
+    radii = np.zeros(len(objects))
+    angles = np.zeros((len(objects), T))
+    impacts = []
+    for k, obj in enumerate(objects):
+        z = obj["depth"]
+        r = obj["size"] * min(H, W) * (1.0 - 0.5 * z)
+        radii[k] = r
+        floor = _floor_y(z, H)
+        restitution = sound.MATERIALS[obj["material"]].restitution
+        min_rebound = math.sqrt(2 * gravity * 0.3 * H)
+        if obj["motion"] == "bounce":
+            x = rng.uniform(r, W - r)
+            y = rng.uniform(0.15 * H, max(0.16 * H, floor - r - 0.3 * H))
+            vx = rng.choice([-1, 1]) * rng.uniform(0.2, 0.5) * W
+            vy = 0.0
+        else:
+            # off-screen in the first and the last frame, crossing in between
+            travel_time = max(T - 1, 1) / fps * rng.uniform(0.7, 0.95)
+            speed = (W + 2.4 * r) / travel_time
+            direction = rng.choice([-1, 1])
+            x = -1.2 * r - speed * dt * SUBSTEPS * 0.999
+            x = x if direction > 0 else W - x
+            y = floor - r
+            vx, vy = direction * speed, 0.0
+        angle = rng.uniform(0, 2 * math.pi)
+        for t in range(T):
+            for s in range(SUBSTEPS):
+                x += vx * dt
+                angle += obj["spin"] * dt
+                if obj["motion"] != "bounce":
+                    continue
+                vy += gravity * dt
+                y += vy * dt
+                step = t + (s + 1) / SUBSTEPS
+                if y + r >= floor and vy > 0:
+                    y = floor - r
+                    strength = min(1.0, vy / math.sqrt(2 * gravity * 0.6 * H))
+                    impacts.append(_impact(k, obj, "floor", step, fps, x / W, strength))
+                    vy = -max(vy * restitution, min_rebound)
+                for wall, side in ((r, -1), (W - r, 1)):
+                    if (x - wall) * side >= 0 and vx * side > 0:
+                        x = wall
+                        strength = min(1.0, abs(vx) / W)
+                        impacts.append(_impact(k, obj, "left wall" if side < 0 else "right wall",
+                                               step, fps, x / W, strength))
+                        vx = -vx * restitution
+            centres[k, t] = (x, y)
+            angles[k, t] = angle
+    impacts.sort(key=lambda e: (e["time"], e["object"]))
+    return centres, radii, angles, impacts
+
+
+def _impact(k: int, obj: dict, surface: str, step: float, fps: float, x: float, strength: float) -> dict:
+    """An impact event; ``step`` is the time in frames, the event belongs to frame ``ceil(step)-1``."""
+    return {"object": k, "material": obj["material"], "surface": surface, "time": round(step / fps, 5),
+            "frame": max(0, math.ceil(step) - 1), "x": round(float(x), 4),
+            "strength": round(float(strength), 4)}
+
+
+# ------------------------------------------------------------------------------------ rendering
+
+def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
+    if shape == "circle":
+        return u * u + v * v <= r * r
+    if shape == "square":
+        return (np.abs(u) <= 0.8 * r) & (np.abs(v) <= 0.8 * r)
+    return (v <= 0.5 * r) & (v >= -r + np.abs(u) * math.sqrt(3.0))       # triangle, apex up
+
+
+def _background(H: int, W: int) -> tuple[np.ndarray, np.ndarray]:
+    rows = (np.arange(H) + 0.5) / H
+    horizon = HORIZON
+    image = np.zeros((H, W, 3), np.float32)
+    depth = np.ones((H, W), np.float32)
+    mix = (rows / horizon)[:, None]
+    sky_top, sky_low = np.array([0.25, 0.30, 0.45]), np.array([0.55, 0.60, 0.70])
+    floor_far, floor_near = np.array([0.35, 0.30, 0.25]), np.array([0.55, 0.45, 0.35])
+    for i, row in enumerate(rows):
+        if row < horizon:
+            image[i] = sky_top + (sky_low - sky_top) * mix[i]
+        else:
+            z = np.clip((FLOOR_NEAR - row) / FLOOR_SPAN, 0.0, 1.0)
+            image[i] = floor_near + (floor_far - floor_near) * z
+            depth[i] = z
+    # floor tiles: stripes that converge with depth give the depth map something to agree with
+    xs = (np.arange(W) + 0.5) / W
+    for i, row in enumerate(rows):
+        if row >= horizon:
+            z = np.clip((FLOOR_NEAR - row) / FLOOR_SPAN, 0.0, 1.0)
+            scale = 1.0 - 0.5 * z
+            stripe = (np.floor((xs - 0.5) / (0.1 * scale)) % 2 == 0)
+            image[i, stripe] *= 0.92
+    return image, depth
+
+
+def _render(cfg: SceneConfig, objects, centres, radii, angles):
+    H, W, T, N = cfg.height, cfg.width, cfg.frames, len(objects)
+    bg, bg_depth = _background(H, W)
+    frames = np.repeat(bg[None], T, axis=0)
+    depth = np.repeat(bg_depth[None], T, axis=0)
+    owner = np.full((T, H, W), -1, np.int16)
+    order = sorted(range(N), key=lambda k: -objects[k]["depth"])          # far first (painter)
+    ys, xs = np.mgrid[0:H, 0:W].astype(np.float32) + 0.5
+    for t in range(T):
+        for k in order:
+            cx, cy = centres[k, t]
+            r = radii[k]
+            x0, x1 = int(max(0, math.floor(cx - 1.2 * r))), int(min(W, math.ceil(cx + 1.2 * r) + 1))
+            y0, y1 = int(max(0, math.floor(cy - 1.2 * r))), int(min(H, math.ceil(cy + 1.2 * r) + 1))
+            if x0 >= x1 or y0 >= y1:
+                continue
+            du, dv = xs[y0:y1, x0:x1] - cx, ys[y0:y1, x0:x1] - cy
+            c, s = math.cos(angles[k, t]), math.sin(angles[k, t])
+            shape = objects[k]["shape"]
+            u, v = (c * du + s * dv, -s * du + c * dv) if shape != "circle" else (du, dv)
+            inside = _shape_mask(shape, u, v, r)
+            if not inside.any():
+                continue
+            shade = 0.7 + 0.3 * np.clip(1.0 - np.sqrt(du ** 2 + (dv + 0.4 * r) ** 2) / (1.6 * r), 0, 1)
+            colour = np.asarray(COLORS[objects[k]["color"]], np.float32)
+            patch = frames[t, y0:y1, x0:x1]
+            patch[inside] = colour * shade[inside, None]
+            depth[t, y0:y1, x0:x1][inside] = objects[k]["depth"]
+            owner[t, y0:y1, x0:x1][inside] = k
+    masks = np.stack([(owner == k) for k in range(N)]).astype(np.float32)
+    return frames, depth, masks
+
+
+def _boxes(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    N, T = masks.shape[:2]
+    boxes = np.zeros((N, T, 4), np.float32)
+    visible = masks.reshape(N, T, -1).any(-1)
+    for k in range(N):
+        for t in np.nonzero(visible[k])[0]:
+            rows = np.nonzero(masks[k, t].any(1))[0]
+            cols = np.nonzero(masks[k, t].any(0))[0]
+            boxes[k, t] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+    return boxes, visible
+
+
+# ---------------------------------------------------------------------------------------- audio
+
+def _soundtrack(cfg: SceneConfig, objects, centres, impacts, rng: np.random.Generator) -> np.ndarray:
+    sr, fps, W = cfg.sample_rate, cfg.fps, cfg.width
+    num_samples = max(1, int(round(cfg.frames / fps * sr)))
+    track = np.zeros((2, num_samples), np.float32)
+    for event in impacts:
+        obj = objects[event["object"]]
+        mono = sound.impact(obj["material"], obj["size"], event["strength"], sr, rng)
+        mono = mono * (1.0 - 0.6 * obj["depth"])                        # farther is quieter
+        left, right = sound.pan_gains(np.array(event["x"]))
+        sound.add_at(track, np.stack([mono * left, mono * right]), int(round(event["time"] * sr)))
+    for k, obj in enumerate(objects):
+        if obj["motion"] != "cross":
+            continue
+        x = centres[k, :, 0] / W
+        outside = np.maximum(0.0, np.maximum(-x, x - 1.0))
+        gain = 0.25 * (1.0 - 0.6 * obj["depth"]) * np.exp(-outside / 0.15)
+        x_s = sound.frames_to_samples(x, fps, num_samples, sr)
+        g_s = sound.frames_to_samples(gain, fps, num_samples, sr)
+        mono = sound.hum(obj["hum_hz"], num_samples, sr, rng) * g_s
+        left, right = sound.pan_gains(x_s)
+        track += np.stack([mono * left, mono * right]).astype(np.float32)
+    return sound.normalise(track)
+
+
+# ------------------------------------------------------------------------------------ sentences
+
+def _sentence(obj: dict, xs: np.ndarray, visible: np.ndarray, width: int) -> str:
+    name = f"the {obj['color']} {obj['shape']}"
+    if obj["motion"] == "cross":
+        direction = "left to right" if xs[-1] >= xs[0] else "right to left"
+        return f"{name} moving from {direction}"
+    seen = xs[visible] if visible.any() else xs
+    where = seen.mean() / width
+    side = "on the left" if where < 1 / 3 else "on the right" if where > 2 / 3 else "in the middle"
+    return f"{name} bouncing {side}"
+
+
+def make_scene(config: SceneConfig | None = None, **overrides) -> Scene:
+    """Render one scene. ``make_scene(seed=3, frames=16)`` is a shorthand for a config."""
+    from dataclasses import replace
+
+    cfg = replace(config or SceneConfig(), **overrides)
+    cfg.validate()
+    rng = np.random.default_rng([cfg.seed, 0x5CE7E])
+    objects = _sample_objects(cfg, rng)
+    centres, radii, angles, impacts = _simulate(cfg, objects, rng)
+    frames, depth, masks = _render(cfg, objects, centres, radii, angles)
+    boxes, visible = _boxes(masks)
+    audio = _soundtrack(cfg, objects, centres, impacts, rng)
+    sentences = [_sentence(o, centres[k, :, 0], visible[k], cfg.width) for k, o in enumerate(objects)]
+    for k, obj in enumerate(objects):
+        obj.pop("spin")
+        if obj["motion"] != "cross":
+            obj.pop("hum_hz")
+        obj["radius_px"] = round(float(radii[k]), 3)
+        obj["track_x"] = [round(float(v), 2) for v in centres[k, :, 0]]
+        obj["track_y"] = [round(float(v), 2) for v in centres[k, :, 1]]
+    return Scene(config=cfg, frames=torch.from_numpy(np.clip(frames, 0, 1)),
+                 masks=torch.from_numpy(masks), boxes=torch.from_numpy(boxes),
+                 visible=torch.from_numpy(visible), depth=torch.from_numpy(depth),
+                 audio=torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
+                 objects=objects, impacts=impacts, sentences=sentences)
