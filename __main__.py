@@ -1,0 +1,7 @@
+"""``python -m avlab`` → :mod:`avlab.cli`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

