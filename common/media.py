@@ -410,6 +410,27 @@ def align_audio_to_frames(
     return torch.nn.functional.pad(waveform, (0, n - s))
 
 
+def check_audio_matches_frames(
+    waveform: torch.Tensor, sample_rate: int, num_frames: int, fps: FpsLike,
+    *, tolerance_frames: float = 1.0, node: str = "AVLab", input_name: str = "audio",
+) -> torch.Tensor:
+    """Raise unless ``[C,S]`` is non-empty and lasts ``num_frames / fps`` within ``tolerance_frames``.
+
+    For nodes that pair audio with frames (a mismatch means the inputs come from different clips or
+    a wrong fps); savers that may trim or pad use :func:`align_audio_to_frames` instead.
+    """
+    waveform = _check_waveform(waveform, node, input_name)
+    rate = as_fps(fps, node=node, input_name="fps")
+    if waveform.shape[1] == 0:
+        raise NodeInputError(node, input_name, "audio with at least one sample", "an empty waveform [C,0]")
+    audio_s = waveform.shape[1] / sample_rate
+    video_s = float(num_frames / rate)
+    if abs(audio_s - video_s) > tolerance_frames / float(rate):
+        raise NodeInputError(node, input_name, f"audio as long as the frames ({num_frames} frames at {float(rate):g} fps "
+                             f"= {video_s:.3f} s, ±{tolerance_frames:g} frame)", f"{audio_s:.3f} s of audio")
+    return waveform
+
+
 def segment_frame_indices(
     num_frames: int,
     src_fps: FpsLike,

@@ -25,6 +25,8 @@ from .media import (
 
 logger = logging.getLogger(__name__)
 
+#: Choices of AVLabSaveVideoWithAudio.audio_fit.
+AUDIO_FIT = ("pad or trim", "error if lengths differ")
 #: Sample rate of the silent track returned for videos without audio.
 SILENT_SAMPLE_RATE = 44100
 
@@ -134,8 +136,12 @@ class AVLabSaveVideoWithAudio(io.ComfyNode):
                                 "and %date:...% style variables."),
                 io.Int.Input("crf", default=19, min=0, max=51, step=1,
                              tooltip="h264 quality: lower is better and larger (0 = lossless, 19 ≈ visually lossless, 28 = small)."),
+                io.Combo.Input("audio_fit", options=list(AUDIO_FIT), default=AUDIO_FIT[0],
+                               tooltip="When the audio is not as long as the frames: 'pad or trim' cuts it or adds "
+                               "silence at the end; 'error if lengths differ' stops with an error when they differ by "
+                               "more than one frame (catches a wrong fps or audio from another clip)."),
                 io.Audio.Input("audio", optional=True, tooltip="Optional soundtrack; loud clips are scaled (not clipped) "
-                               "to a peak of 1.0 and cut or padded to the video length."),
+                               "to a peak of 1.0. An empty AUDIO (no samples) is an error."),
             ],
             outputs=[io.Video.Output(display_name="video", tooltip="The saved file as a VIDEO.")],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
@@ -143,7 +149,8 @@ class AVLabSaveVideoWithAudio(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, images, fps: float, filename_prefix: str, crf: int, audio=None) -> io.NodeOutput:
+    def execute(cls, images, fps: float, filename_prefix: str, crf: int, audio_fit: str = "pad or trim",
+                audio=None) -> io.NodeOutput:
         import folder_paths
         from comfy.cli_args import args
 
@@ -156,6 +163,10 @@ class AVLabSaveVideoWithAudio(io.ComfyNode):
             wav, sr = media.audio_to_waveform(audio, node=node, input_name="audio")
             if wav.shape[0] > 2:
                 wav = media.to_stereo(wav, node=node, input_name="audio")
+            if audio_fit not in AUDIO_FIT:
+                raise NodeInputError(node, "audio_fit", f"one of {list(AUDIO_FIT)}", audio_fit)
+            if wav.shape[1] == 0 or audio_fit == AUDIO_FIT[1]:
+                media.check_audio_matches_frames(wav, sr, n, rate, node=node, input_name="audio")
             wav = media.align_audio_to_frames(media.safe_clip(wav), sr, n, rate, node=node, input_name="audio")
 
         metadata = None

@@ -497,3 +497,31 @@ def test_one_reader_serves_several_segments_and_audio(coded_video):
     assert [decode_index(f) for f in late] == list(range(60, 75))
     assert [decode_index(f) for f in early] == list(range(0, 15))
     assert wav.shape == (2, 24000) and sr == SR
+
+
+# ---------------------------------------------------------------------------------------------
+# pairing audio with frames
+# ---------------------------------------------------------------------------------------------
+
+def test_audio_matching_frames_passes_within_one_frame():
+    wav = torch.zeros(2, 16000 * 2 + 300)          # 2 s + 0.019 s at 16 kHz, 24 fps → < 1 frame off
+    assert media.check_audio_matches_frames(wav, 16000, 48, 24.0) is wav
+
+
+@pytest.mark.parametrize("samples,fps", [(16000, 24.0), (16000 * 3, 24.0), (32000, 12.0)])
+def test_mismatched_audio_and_frames_name_node_and_input(samples, fps):
+    with pytest.raises(NodeInputError) as err:
+        media.check_audio_matches_frames(torch.zeros(2, samples), 16000, 48, fps, node="AVLab X", input_name="music")
+    assert (err.value.node, err.value.input_name) == ("AVLab X", "music")
+    assert "48 frames" in str(err.value)
+
+
+def test_empty_audio_is_an_error():
+    with pytest.raises(NodeInputError, match="at least one sample"):
+        media.check_audio_matches_frames(torch.zeros(2, 0), 16000, 48, 24.0)
+
+
+@pytest.mark.parametrize("fps", [0, -24.0])
+def test_audio_matching_rejects_bad_fps(fps):
+    with pytest.raises(NodeInputError, match="fps"):
+        media.check_audio_matches_frames(torch.zeros(2, 100), 16000, 48, fps)
