@@ -25,3 +25,11 @@ def check(cond: bool, node: str, input_name: str, expected: str, got: object = N
     """Raise :class:`NodeInputError` unless ``cond`` holds."""
     if not cond:
         raise NodeInputError(node, input_name, expected, got)
+
+
+def check_fields(obj: object, node: str, checks: tuple[tuple[str, bool, str], ...]) -> None:
+    """Validate a config object: ``checks`` are ``(field, ok, expected)``; the first failing one raises
+    :class:`NodeInputError` naming the field and its value."""
+    for name, ok, expected in checks:
+        if not ok:
+            raise NodeInputError(node, name, expected, getattr(obj, name))

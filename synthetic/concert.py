@@ -19,7 +19,7 @@ import torch
 
 from . import audio as sound
 from .scene import COLORS
-from ..common.errors import NodeInputError
+from ..common.errors import check_fields
 
 #: Instrument timbres: harmonic amplitudes and octave shift (relative to the phrase key).
 INSTRUMENTS: dict[str, tuple[tuple[float, ...], int]] = {
@@ -59,9 +59,7 @@ class ConcertConfig:
             ("sample_rate", self.sample_rate >= 8000, "≥ 8000 Hz"),
             ("min_phrase", 1.0 <= self.min_phrase <= self.max_phrase, "1 s ≤ min_phrase ≤ max_phrase"),
         )
-        for name, ok, expected in checks:
-            if not ok:
-                raise NodeInputError(node, name, expected, getattr(self, name))
+        check_fields(self, node, checks)
 
 
 @dataclass

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from . import audio as sound
-from ..common.errors import NodeInputError
+from ..common.errors import check_fields
 
 COLORS: dict[str, tuple[float, float, float]] = {
     "red": (0.90, 0.15, 0.15), "green": (0.15, 0.75, 0.25), "blue": (0.20, 0.35, 0.95),
@@ -60,9 +60,7 @@ class SceneConfig:
             ("sample_rate", self.sample_rate >= 8000, "a sample rate ≥ 8000 Hz"),
             ("num_objects", 1 <= self.num_objects <= MAX_OBJECTS, f"1..{MAX_OBJECTS} objects"),
         )
-        for name, ok, expected in checks:
-            if not ok:
-                raise NodeInputError(node, name, expected, getattr(self, name))
+        check_fields(self, node, checks)
 
 
 @dataclass
