@@ -19,6 +19,12 @@ vae/                             ``VAELoader`` → Wan 2.1 VAE      nothing: ``c
 diffusion_models/                ``UNETLoader`` →                 ``channel_mult [1, 1, 1, 1]`` (widths 320
 ``avlab_tiny_svd_unet...``       ``SVD_img2vid``                  everywhere); depth is fixed by detection
                                                                   (``transformer_depth [1]*6 + [0, 0]``).
+checkpoints/ (extra, on demand)  ``ImageOnlyCheckpointLoader``    the SVD U-Net above plus SVD's temporal
+``avlab_tiny_svd_xt...``         → ``SVD_img2vid`` + video VAE    VAE (fixed size in ``comfy/sd.py``), in
+                                                                  the ``svd_xt.safetensors`` layout but
+                                                                  *without* the CLIP-ViT-H image encoder
+                                                                  (fixed at ~632 M parameters), so the
+                                                                  loader's CLIP_VISION output is None.
 ==============================  ===============================  ========================================
 
 Files are fp16 on disk, random with fan-in scaled normals (norm gains 1, biases 0), seeded, so every
@@ -57,6 +63,11 @@ FILES: dict[str, tuple[str, str]] = {
     "wan21_t2v": ("diffusion_models", "avlab_tiny_wan21_t2v.safetensors"),
     "wan21_vae": ("vae", "avlab_tiny_wan21_vae.safetensors"),
     "svd_unet": ("diffusion_models", "avlab_tiny_svd_unet.safetensors"),
+}
+#: Files only some tests need, generated on demand by :func:`ensure_extra_checkpoint` (never linked
+#: into the server's models by the ``comfy_host`` fixture; a test adds them with ``add_model``).
+EXTRA_FILES: dict[str, tuple[str, str]] = {
+    "svd_xt": ("checkpoints", "avlab_tiny_svd_xt.safetensors"),
 }
 #: name -> file name as ComfyUI lists it in its model folder (what loader nodes take).
 TINY = {name: fname for name, (_folder, fname) in FILES.items()}
@@ -157,6 +168,35 @@ def ensure_tiny_checkpoints(comfyui_path: str | os.PathLike, python: str | None 
     manifest = json.loads((target / "manifest.json").read_text())
     files = {name: target / folder / fname for name, (folder, fname) in FILES.items()}
     return {"dir": target, "files": files, "manifest": manifest, "generated_s": generated_s}
+
+
+def ensure_extra_checkpoint(name: str, comfyui_path: str | os.PathLike, python: str | None = None,
+                            timeout: float = 1800.0) -> Path:
+    """Path of the :data:`EXTRA_FILES` file ``name`` (generated once into
+    ``<cache>/tiny-extra-<name>-v<N>``, like :func:`ensure_tiny_checkpoints`)."""
+    folder, fname = EXTRA_FILES[name]
+    target = cache_root() / f"tiny-extra-{name}-v{FACTORY_VERSION}"
+    path = target / folder / fname
+    if not path.is_file():
+        with _file_lock(cache_root() / f".tiny-extra-{name}-v{FACTORY_VERSION}.lock"):
+            if not path.is_file():
+                tmp = Path(tempfile.mkdtemp(prefix=f".tmp-extra-{name}-", dir=cache_root()))
+                try:
+                    cmd = [python or sys.executable, os.path.abspath(__file__), "--comfyui", os.fspath(comfyui_path),
+                           "--out", os.fspath(tmp), "--only", name]
+                    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                                          cwd=os.fspath(comfyui_path))
+                    if proc.returncode != 0:
+                        raise RuntimeError(f"tiny checkpoint {name} generation failed (exit {proc.returncode}):\n"
+                                           f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+                    os.chmod(tmp, 0o755)
+                    if target.exists():
+                        shutil.rmtree(target)
+                    os.replace(tmp, target)
+                finally:
+                    if tmp.exists():
+                        shutil.rmtree(tmp, ignore_errors=True)
+    return path
 
 
 # --------------------------------------------------------------------------------------------------
@@ -302,8 +342,27 @@ def build_svd_unet() -> dict:
     return _fp16(_build(UNetModel, SVD_UNET, SEED + 5).state_dict(), "model.diffusion_model.")
 
 
+SVD_VAE = dict(SD_VAE)  # comfy/sd.py: the encoder's config; the decoder adds video_kernel_size / alpha
+
+
+def build_svd_xt() -> dict:
+    """``svd_xt.safetensors`` layout minus the image encoder: ``model.diffusion_model.*`` (the tiny SVD
+    U-Net) + ``first_stage_model.*`` (SVD's VAE with the temporal ``VideoDecoder``)."""
+    from comfy.ldm.models.autoencoder import AutoencodingEngine
+
+    sd = build_svd_unet()
+    vae = AutoencodingEngine(
+        regularizer_config={"target": "comfy.ldm.models.autoencoder.DiagonalGaussianRegularizer"},
+        encoder_config={"target": "comfy.ldm.modules.diffusionmodules.model.Encoder", "params": dict(SVD_VAE)},
+        decoder_config={"target": "comfy.ldm.modules.temporal_ae.VideoDecoder",
+                        "params": dict(SVD_VAE, video_kernel_size=[3, 1, 1], alpha=0.0)})
+    init_random(vae, SEED + 6)
+    sd.update(_fp16(vae.state_dict(), "first_stage_model."))
+    return sd
+
+
 BUILDERS = {"sd15": build_sd15, "wan21_t2v": build_wan21_t2v, "wan21_vae": build_wan21_vae,
-            "svd_unet": build_svd_unet}
+            "svd_unet": build_svd_unet, "svd_xt": build_svd_xt}
 
 
 def _detect(name: str, sd: dict) -> str:
@@ -324,15 +383,17 @@ def _detect(name: str, sd: dict) -> str:
     return type(cfg).__name__ if cfg is not None else "none"
 
 
-def generate(comfyui_path: str, out: str) -> dict:
-    """Write every file of :data:`FILES` plus ``manifest.json`` into ``out``."""
+def generate(comfyui_path: str, out: str, names: list[str] | None = None) -> dict:
+    """Write every file of :data:`FILES` (or the named files of :data:`FILES` / :data:`EXTRA_FILES`)
+    plus ``manifest.json`` into ``out``."""
     import_comfy(comfyui_path)
     import torch
     from safetensors.torch import save_file
 
     torch.manual_seed(SEED)
     manifest = {"factory_version": FACTORY_VERSION, "seed": SEED, "files": {}}
-    for name, (folder, fname) in FILES.items():
+    every = {**FILES, **EXTRA_FILES}
+    for name, (folder, fname) in (FILES if names is None else {n: every[n] for n in names}).items():
         t0 = time.perf_counter()
         sd = BUILDERS[name]()
         detected = _detect(name, sd)
@@ -355,8 +416,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--comfyui", required=True, help="ComfyUI checkout (COMFYUI_PATH)")
     ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--only", nargs="*", default=None, help="only these files (names of FILES / EXTRA_FILES)")
     args = ap.parse_args(argv)
-    generate(args.comfyui, args.out)
+    generate(args.comfyui, args.out, args.only)
     return 0
 
 

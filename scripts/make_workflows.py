@@ -1,0 +1,365 @@
+#!/usr/bin/env python
+"""Generate AVLab's shipped ComfyUI workflows (``workflows/*.json``, the editor's UI format).
+
+Each workflow is a compact spec below; :func:`avlab.common.workflow_json.build_ui_workflow` turns it
+into the UI format using the node definitions of a real ComfyUI (``/object_info``), so widget order,
+defaults and helper widgets always match the host. The script also records the ``/object_info``
+entries of every node type the workflows use in ``tests/data/object_info_workflows.json``, the
+fixture of the CI-tier tests (``tests/test_workflow_json.py``). The host tier
+(``tests/host/test_workflows_host.py``) runs every workflow and checks that the committed files are
+exactly what this script makes from the host's ``/object_info``.
+
+    python scripts/make_workflows.py --comfyui /path/to/ComfyUI     # starts ComfyUI with the pack
+    python scripts/make_workflows.py --url http://127.0.0.1:8188     # a running ComfyUI with AVLab
+    python scripts/make_workflows.py --object-info object_info.json  # offline, from a saved answer
+    ... --check                                                     # only compare, exit 1 if stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOW_DIR = ROOT / "workflows"
+FIXTURE = ROOT / "tests" / "data" / "object_info_workflows.json"
+
+try:
+    from avlab.common.workflow_json import ModelFile, Node, Note, build_ui_workflow, node_types, trim_object_info
+except ModuleNotFoundError:  # not installed: load the repository root under the name "avlab"
+    import importlib.util
+
+    _spec = importlib.util.spec_from_file_location("avlab", ROOT / "__init__.py",
+                                                   submodule_search_locations=[str(ROOT)])
+    _module = importlib.util.module_from_spec(_spec)
+    sys.modules["avlab"] = _module
+    _spec.loader.exec_module(_module)
+    from avlab.common.workflow_json import ModelFile, Node, Note, build_ui_workflow, node_types, trim_object_info
+
+# ------------------------------------------------------------------------------------------------
+# official weight files (Comfy-Org repackaged where they exist)
+# ------------------------------------------------------------------------------------------------
+
+_HF = "https://huggingface.co"
+SD15 = ModelFile("v1-5-pruned-emaonly-fp16.safetensors",
+                 f"{_HF}/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/v1-5-pruned-emaonly-fp16.safetensors",
+                 "checkpoints")
+SVD_XT = ModelFile("svd_xt.safetensors",
+                   f"{_HF}/stabilityai/stable-video-diffusion-img2vid-xt/resolve/main/svd_xt.safetensors",
+                   "checkpoints")
+_WAN = f"{_HF}/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files"
+WAN21_T2V_1_3B = ModelFile("wan2.1_t2v_1.3B_fp16.safetensors",
+                           f"{_WAN}/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors", "diffusion_models")
+UMT5_XXL = ModelFile("umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+                     f"{_WAN}/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders")
+WAN21_VAE = ModelFile("wan_2.1_vae.safetensors", f"{_WAN}/vae/wan_2.1_vae.safetensors", "vae")
+#: AnimateDiff v2 motion module, used by the AnimateDiff-Evolved node pack (not a ComfyUI core node).
+ANIMATEDIFF_MM = ModelFile("mm_sd_v15_v2.ckpt", f"{_HF}/guoyww/animatediff/resolve/main/mm_sd_v15_v2.ckpt",
+                           "animatediff_models")
+
+
+def _weights(*files: ModelFile) -> str:
+    return "\n".join(f"* {f.name}\n  -> ComfyUI/models/{f.directory}/\n  {f.url}" for f in files)
+
+
+_LIGHTCACHE_ABOUT = (
+    "AVLab LightCache (experimental) makes sampling faster without retraining: every cache_interval "
+    "steps the whole network runs and its deep features are cached; the steps in between run only the "
+    "shallow blocks and reuse the cache. cache_interval 1 = exactly the uncached result. The cache "
+    "lives in pinned CPU memory between steps (swap auto, CUDA only). temporal_chunks / spatial_chunks "
+    "lower peak memory (same result, a little slower).\n"
+    "AVLab Sliced VAE Decode decodes a few latent frames at a time and moves each slice off the GPU, "
+    "so long videos decode in little memory.")
+
+_SAVE_NOTE = "Output: ComfyUI/output/AVLab/ (mp4, h264)."
+
+
+# ------------------------------------------------------------------------------------------------
+# the workflows
+# ------------------------------------------------------------------------------------------------
+
+def lightcache_animatediff_sd15(object_info: dict) -> dict:
+    """SD1.5 → (AnimateDiff-Evolved motion module, added by the user) → LightCache → KSampler → video."""
+    nodes = {
+        "ckpt": Node("CheckpointLoaderSimple", models={"ckpt_name": SD15}),
+        "pos": Node("CLIPTextEncode", title="Prompt", links={"clip": ("ckpt", 1)},
+                    widgets={"text": "a red fox trotting through fresh snow in a birch forest, morning light, "
+                                     "cinematic, highly detailed"},
+                    color="#232", bgcolor="#353"),
+        "neg": Node("CLIPTextEncode", title="Negative prompt", links={"clip": ("ckpt", 1)},
+                    widgets={"text": "blurry, low quality, watermark, text, deformed"},
+                    color="#322", bgcolor="#533"),
+        "latent": Node("EmptyLatentImage", title="16 frames (batch = frames)",
+                       widgets={"width": 512, "height": 512, "batch_size": 16}),
+        "lightcache": Node("AVLabLightCache", widgets={
+            "cache_interval": 3, "cache_depth": 0, "start_percent": 0.0, "end_percent": 1.0,
+            "schedule": "uniform", "swap": "auto", "temporal_chunks": 9, "spatial_chunks": 1,
+            "verbose": False}, links={"model": ("ckpt", 0)}),
+        "sample": Node("KSampler", links={"model": ("lightcache", 0), "positive": ("pos", 0),
+                                          "negative": ("neg", 0), "latent_image": ("latent", 0)},
+                       widgets={"seed": 42, "steps": 20, "cfg": 7.5, "sampler_name": "euler",
+                                "scheduler": "normal", "denoise": 1.0}),
+        "decode": Node("AVLabSlicedVAEDecode", links={"vae": ("ckpt", 2), "samples": ("sample", 0)},
+                       widgets={"frames_per_slice": 8, "overlap": 0}),
+        "video": Node("CreateVideo", links={"images": ("decode", 0)}, widgets={"fps": 8.0}),
+        "save": Node("SaveVideo", links={"video": ("video", 0)},
+                     widgets={"filename_prefix": "AVLab/lightcache_animatediff_sd15", "format": "mp4",
+                              "codec": "h264"}),
+    }
+    notes = [
+        Note(title="Weights", text=(
+            "Stable Diffusion 1.5 (Comfy-Org repackage):\n" + _weights(SD15) + "\n\n"
+            "Motion: ComfyUI 0.3.64 has no AnimateDiff node. Install the AnimateDiff-Evolved node pack and "
+            "its v2 motion module:\n" + _weights(ANIMATEDIFF_MM) + "\n"
+            "(AnimateDiff-Evolved reads ComfyUI/models/animatediff_models/.)")),
+        Note(title="How to make it a video", text=(
+            "As shipped, this graph runs with ComfyUI core nodes only: the 16-image batch is sampled "
+            "as 16 independent SD1.5 frames, so the clip flickers. That is useful to check weights, "
+            "speed and memory first.\n\n"
+            "For a coherent AnimateDiff video put AnimateDiff-Evolved's 'AnimateDiff Loader' (Gen1; "
+            "or Gen2: Load AnimateDiff Model -> Apply AnimateDiff Model -> Use Evolved Sampling) on the "
+            "MODEL wire between 'Load Checkpoint' and 'AVLab LightCache', with mm_sd_v15_v2.ckpt and "
+            "beta_schedule 'sqrt_linear (AnimateDiff)'. Keep LightCache after the motion-module nodes, "
+            "right before the KSampler: the motion layers inside the cached deep blocks are then skipped "
+            "on cache steps too, and with AnimateDiff context windows LightCache keeps one cache per "
+            "window.")),
+        Note(title="AVLab nodes", text=(
+            _LIGHTCACHE_ABOUT + "\n\nStarting point here: cache_interval 3, cache_depth 0 (DeepCache / "
+            "paper defaults), temporal_chunks 9 (paper default). spatial_chunks is 1 because in ComfyUI "
+            "it splits SVD's temporal layers only; AnimateDiff-Evolved's motion modules run whole. If "
+            "details suffer, use cache_interval 2 or raise start_percent to 0.1-0.2. Sliced decode: 8 "
+            "frames per slice "
+            "(the SD VAE is per-frame, so slicing is exact and overlap is not needed).\n" + _SAVE_NOTE)),
+    ]
+    return build_ui_workflow(nodes, object_info, notes, workflow_id="lightcache_animatediff_sd15")
+
+
+def lightcache_svd_img2vid(object_info: dict) -> dict:
+    """SVD-XT image → video with LightCache and overlapping sliced decode of SVD's temporal VAE."""
+    nodes = {
+        "ckpt": Node("ImageOnlyCheckpointLoader", models={"ckpt_name": SVD_XT}),
+        "image": Node("LoadImage", title="Start image", widgets={"image": "example.png"}, free=("image",)),
+        "cond": Node("SVD_img2vid_Conditioning",
+                     links={"clip_vision": ("ckpt", 1), "init_image": ("image", 0), "vae": ("ckpt", 2)},
+                     widgets={"width": 1024, "height": 576, "video_frames": 25, "motion_bucket_id": 127,
+                              "fps": 6, "augmentation_level": 0.0}),
+        "guidance": Node("VideoLinearCFGGuidance", links={"model": ("ckpt", 0)}, widgets={"min_cfg": 1.0}),
+        "lightcache": Node("AVLabLightCache", widgets={
+            "cache_interval": 3, "cache_depth": 0, "start_percent": 0.0, "end_percent": 1.0,
+            "schedule": "uniform", "swap": "auto", "temporal_chunks": 9, "spatial_chunks": 2,
+            "verbose": False}, links={"model": ("guidance", 0)}),
+        "sample": Node("KSampler", links={"model": ("lightcache", 0), "positive": ("cond", 0),
+                                          "negative": ("cond", 1), "latent_image": ("cond", 2)},
+                       widgets={"seed": 42, "steps": 20, "cfg": 2.5, "sampler_name": "euler",
+                                "scheduler": "karras", "denoise": 1.0}),
+        "decode": Node("AVLabSlicedVAEDecode", links={"vae": ("ckpt", 2), "samples": ("sample", 0)},
+                       widgets={"frames_per_slice": 8, "overlap": 2}),
+        "video": Node("CreateVideo", links={"images": ("decode", 0)}, widgets={"fps": 8.0}),
+        "save": Node("SaveVideo", links={"video": ("video", 0)},
+                     widgets={"filename_prefix": "AVLab/lightcache_svd_img2vid", "format": "mp4",
+                              "codec": "h264"}),
+    }
+    notes = [
+        Note(title="Weights", text=(
+            "Stable Video Diffusion XT (Stability AI; one file holding the U-Net, the temporal VAE and "
+            "the CLIP-ViT-H image encoder):\n" + _weights(SVD_XT) + "\n\n"
+            "Load any start image in 'Start image' (it is resized to width x height of "
+            "SVD_img2vid_Conditioning; 1024x576 is SVD's native size).")),
+        Note(title="AVLab nodes", text=(
+            _LIGHTCACHE_ABOUT + "\n\nStarting point for SVD-XT (25 frames, 20 steps): cache_interval 3, "
+            "cache_depth 0, temporal_chunks 9, spatial_chunks 2 (chunking splits frames through the "
+            "spatial layers and pixels through the temporal layers). VideoLinearCFGGuidance stays "
+            "before LightCache.\n"
+            "Sliced decode: SVD's VAE decoder mixes over time, so slices of 8 frames overlap by 2 "
+            "frames and are cross-faded (overlap must be < frames_per_slice; more overlap = smoother, "
+            "slower).\n" + _SAVE_NOTE)),
+    ]
+    return build_ui_workflow(nodes, object_info, notes, workflow_id="lightcache_svd_img2vid")
+
+
+def lightcache_wan21_t2v(object_info: dict) -> dict:
+    """Wan 2.1 T2V 1.3B text → video with LightCache on the DiT blocks and Wan-VAE sliced decode."""
+    nodes = {
+        "unet": Node("UNETLoader", models={"unet_name": WAN21_T2V_1_3B}, widgets={"weight_dtype": "default"}),
+        "clip": Node("CLIPLoader", models={"clip_name": UMT5_XXL}, widgets={"type": "wan", "device": "default"}),
+        "vae": Node("VAELoader", models={"vae_name": WAN21_VAE}),
+        "pos": Node("CLIPTextEncode", title="Prompt", links={"clip": ("clip", 0)},
+                    widgets={"text": "a red fox trotting through fresh snow in a birch forest, morning light, "
+                                     "tracking shot"},
+                    color="#232", bgcolor="#353"),
+        "neg": Node("CLIPTextEncode", title="Negative prompt", links={"clip": ("clip", 0)},
+                    widgets={"text": "static, blurry, low quality, watermark, subtitles, deformed, "
+                                     "extra limbs"},
+                    color="#322", bgcolor="#533"),
+        "latent": Node("EmptyHunyuanLatentVideo", widgets={"width": 832, "height": 480, "length": 33,
+                                                           "batch_size": 1}),
+        "shift": Node("ModelSamplingSD3", links={"model": ("unet", 0)}, widgets={"shift": 8.0}),
+        "lightcache": Node("AVLabLightCache", widgets={
+            "cache_interval": 2, "cache_depth": 2, "start_percent": 0.1, "end_percent": 1.0,
+            "schedule": "uniform", "swap": "auto", "temporal_chunks": 1, "spatial_chunks": 1,
+            "verbose": False}, links={"model": ("shift", 0)}),
+        "sample": Node("KSampler", links={"model": ("lightcache", 0), "positive": ("pos", 0),
+                                          "negative": ("neg", 0), "latent_image": ("latent", 0)},
+                       widgets={"seed": 42, "steps": 30, "cfg": 6.0, "sampler_name": "uni_pc",
+                                "scheduler": "simple", "denoise": 1.0}),
+        "decode": Node("AVLabSlicedVAEDecode", links={"vae": ("vae", 0), "samples": ("sample", 0)},
+                       widgets={"frames_per_slice": 8, "overlap": 0}),
+        "video": Node("CreateVideo", links={"images": ("decode", 0)}, widgets={"fps": 16.0}),
+        "save": Node("SaveVideo", links={"video": ("video", 0)},
+                     widgets={"filename_prefix": "AVLab/lightcache_wan21_t2v", "format": "mp4",
+                              "codec": "h264"}),
+    }
+    notes = [
+        Note(title="Weights", text=(
+            "Wan 2.1 text-to-video 1.3B (Comfy-Org repackage):\n"
+            + _weights(WAN21_T2V_1_3B, UMT5_XXL, WAN21_VAE))),
+        Note(title="AVLab nodes", text=(
+            _LIGHTCACHE_ABOUT + "\n\nOn Wan's DiT, LightCache caches the residual of the middle "
+            "transformer blocks: cache_depth 2 = the first 2 and the last 2 of the 1.3B model's 30 "
+            "blocks always run, cache_interval 2 = every other step reuses the cache, start_percent 0.1 keeps the "
+            "first 10 % of the steps full (they fix the layout). ModelSamplingSD3 (shift 8) stays before "
+            "LightCache.\n"
+            "Sliced decode: Wan's causal VAE decodes one latent frame at a time with its own cache, so "
+            "the result equals the plain VAE Decode (frames_per_slice and overlap are ignored).\n"
+            "832x480, 33 frames at 16 fps; length must be 4k+1.\n" + _SAVE_NOTE)),
+    ]
+    return build_ui_workflow(nodes, object_info, notes, workflow_id="lightcache_wan21_t2v")
+
+
+def synthetic_scene_preview(object_info: dict) -> dict:
+    """AVLab's procedural scene (no weights) saved as a video with sound, its audio and depth."""
+    nodes = {
+        "scene": Node("AVLabSyntheticScene", widgets={
+            "seed": 0, "frames": 48, "width": 256, "height": 256, "fps": 24.0, "num_objects": 3,
+            "sample_rate": 44100, "target_object": 0}),
+        "video": Node("CreateVideo", links={"images": ("scene", 0), "fps": ("scene", 3), "audio": ("scene", 2)},
+                      widgets={"fps": 24.0}),
+        "save": Node("SaveVideo", links={"video": ("video", 0)},
+                     widgets={"filename_prefix": "AVLab/synthetic_scene", "format": "mp4", "codec": "h264"}),
+        "audio": Node("SaveAudio", links={"audio": ("scene", 2)},
+                      widgets={"filename_prefix": "AVLab/synthetic_scene_audio"}),
+        "depth": Node("PreviewImage", title="Depth (near = black)", links={"images": ("scene", 5)}),
+        "sentence": Node("PreviewAny", title="Referring sentence of target_object", links={"source": ("scene", 6)}),
+    }
+    notes = [
+        Note(title="AVLab Synthetic Scene", text=(
+            "No weights needed. AVLab Synthetic Scene renders a deterministic procedural clip: coloured "
+            "shapes bounce, hit the walls and cross the frame; every impact makes a material-dependent "
+            "sound and moving objects are panned in stereo by their x position. The same seed and "
+            "settings always give the same clip.\n\n"
+            "Outputs: frames, the mask of target_object, stereo audio, fps, all ground truth as JSON "
+            "(labels), depth maps and a referring sentence for target_object. Create Video muxes the "
+            "frames with the audio at the scene's fps; Save Audio writes FLAC.\n"
+            "Use it to try any AVLab graph without your own media.\n"
+            "Output: ComfyUI/output/AVLab/.")),
+    ]
+    return build_ui_workflow(nodes, object_info, notes, workflow_id="synthetic_scene_preview")
+
+
+WORKFLOWS: dict[str, Callable[[dict], dict]] = {
+    "lightcache_animatediff_sd15.json": lightcache_animatediff_sd15,
+    "lightcache_svd_img2vid.json": lightcache_svd_img2vid,
+    "lightcache_wan21_t2v.json": lightcache_wan21_t2v,
+    "synthetic_scene_preview.json": synthetic_scene_preview,
+}
+
+
+def build_all(object_info: dict) -> dict[str, dict]:
+    """Every shipped workflow: file name → UI-format JSON."""
+    return {name: make(object_info) for name, make in WORKFLOWS.items()}
+
+
+def dumps(workflow: dict) -> str:
+    """The exact text written to disk (stable key order, UTF-8, trailing newline)."""
+    return json.dumps(workflow, indent=2, ensure_ascii=False) + "\n"
+
+
+#: Recorded in the fixture besides the workflows' own types: the CI tests also convert workflows the
+#: ComfyUI editor saved (the core templates), which decode with the native VAE Decode.
+FIXTURE_EXTRA_TYPES = ("VAEDecode",)
+
+
+#: Inputs whose options are the files of the machine that recorded the fixture (model folders, input/):
+#: emptied in the fixture so it never depends on (or reveals) that machine's files.
+FILE_LIST_INPUTS = {("CheckpointLoaderSimple", "ckpt_name"), ("ImageOnlyCheckpointLoader", "ckpt_name"),
+                    ("UNETLoader", "unet_name"), ("CLIPLoader", "clip_name"), ("VAELoader", "vae_name"),
+                    ("LoadImage", "image")}
+
+
+def fixture(object_info: dict, workflows: dict[str, dict]) -> dict:
+    """The ``/object_info`` entries of every node type the workflows use (the CI-tier fixture)."""
+    types = set().union(*(node_types(w) for w in workflows.values()), FIXTURE_EXTRA_TYPES)
+    trimmed = json.loads(json.dumps(trim_object_info(object_info, types)))  # a deep copy
+    for node_type, name in FILE_LIST_INPUTS:
+        spec = trimmed.get(node_type, {}).get("input", {}).get("required", {}).get(name)
+        if spec is not None and isinstance(spec[0], list):
+            spec[0] = []
+    return trimmed
+
+
+# ------------------------------------------------------------------------------------------------
+# getting /object_info
+# ------------------------------------------------------------------------------------------------
+
+def object_info_from_url(url: str) -> dict:
+    with urllib.request.urlopen(url.rstrip("/") + "/object_info", timeout=120) as resp:
+        return json.loads(resp.read())
+
+
+def object_info_from_comfyui(comfyui: Path, timeout: float = 240.0) -> dict:
+    """Start ComfyUI (``--cpu``, temporary base dir, this repository linked as ``custom_nodes/avlab``)."""
+    sys.path.insert(0, str(ROOT / "tests" / "host"))
+    from comfy_host import ComfyHost  # the host tier's server helper (no comfy import)
+
+    with tempfile.TemporaryDirectory(prefix="avlab-make-workflows-") as base:
+        host = ComfyHost(Path(comfyui), Path(base))
+        host.link_custom_node("avlab", ROOT)
+        try:
+            host.start(timeout=timeout)
+            return host.client.object_info()
+        finally:
+            host.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--comfyui", type=Path, help="ComfyUI checkout to start (with this pack linked)")
+    src.add_argument("--url", help="URL of a running ComfyUI that has AVLab installed")
+    src.add_argument("--object-info", type=Path, help="a saved /object_info JSON answer")
+    ap.add_argument("--out", type=Path, default=WORKFLOW_DIR, help="output directory (default: workflows/)")
+    ap.add_argument("--fixture", type=Path, default=FIXTURE,
+                    help="where to write the trimmed /object_info fixture ('' = don't)")
+    ap.add_argument("--check", action="store_true", help="write nothing; exit 1 if a file is missing or stale")
+    args = ap.parse_args(argv)
+
+    if args.comfyui:
+        info = object_info_from_comfyui(args.comfyui)
+    elif args.url:
+        info = object_info_from_url(args.url)
+    else:
+        info = json.loads(args.object_info.read_text())
+
+    workflows = build_all(info)
+    outputs = {args.out / name: dumps(wf) for name, wf in workflows.items()}
+    if str(args.fixture):
+        outputs[args.fixture] = json.dumps(fixture(info, workflows), indent=1, sort_keys=True) + "\n"
+    stale = [p for p, text in outputs.items() if not p.is_file() or p.read_text() != text]
+    if args.check:
+        for p in stale:
+            print(f"stale: {p}")
+        return 1 if stale else 0
+    for path, text in outputs.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"{'wrote' if path in stale else 'unchanged'} {path.relative_to(ROOT) if ROOT in path.parents else path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

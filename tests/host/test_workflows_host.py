@@ -1,0 +1,216 @@
+"""Host tier: every shipped workflow (``workflows/*.json``) loads in and runs through a real ComfyUI.
+
+Each workflow is read in its UI format, converted to an API prompt with
+``avlab.common.workflow_json.ui_to_api`` (the official weight file names swapped for the tiny test
+checkpoints, sizes, steps and frame counts made small) and queued with ``POST /prompt``; the test
+then opens the saved video and counts its frames.
+
+What the tiny checkpoints cannot run is replaced, and only that:
+
+* Wan 2.1: ``CLIPLoader`` type ``wan`` only accepts the full umT5-XXL (fixed config, ~5.7 B
+  parameters), so the two ``CLIPTextEncode`` nodes become ``HostTestConditioning`` (4096-wide
+  context, as umT5 gives) and the ``CLIPLoader`` is dropped. Everything else runs as shipped.
+* SVD: ``ImageOnlyCheckpointLoader`` loads a tiny ``svd_xt`` layout checkpoint (U-Net + temporal VAE)
+  without the CLIP-ViT-H image encoder (fixed at ~632 M parameters), so its CLIP_VISION output is
+  None and ``SVD_img2vid_Conditioning`` cannot run. It is replaced by the same data path minus the
+  image embedding: the start image resized (``ImageScale``) and VAE-encoded as the concat latent
+  (``InstructPixToPixConditioning``), a 1024-wide test context for the cross-attention, and the
+  empty latent repeated to ``video_frames`` (``RepeatLatentBatch``). ``LoadImage``,
+  ``VideoLinearCFGGuidance``, LightCache on the SVD U-Net, ``KSampler``, the sliced decode through
+  SVD's temporal VAE (overlap > 0), ``CreateVideo`` and ``SaveVideo`` run as shipped.
+* AnimateDiff: the shipped graph uses core nodes only (the motion module comes from the
+  AnimateDiff-Evolved pack, see its note), so it runs as shipped on the tiny SD1.5 checkpoint.
+
+It also checks that the committed files are exactly what ``scripts/make_workflows.py`` generates
+from this host's ``/object_info``, so they never go stale.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import av
+import pytest
+
+from avlab.common.workflow_json import node_types, ui_to_api
+from tiny_checkpoints import TINY, ensure_extra_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+
+
+def _make_workflows():
+    spec = importlib.util.spec_from_file_location("avlab_make_workflows", REPO / "scripts" / "make_workflows.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def object_info(comfy_client) -> dict:
+    return comfy_client.object_info()
+
+
+@pytest.fixture(scope="module")
+def svd_xt_checkpoint(comfyui_path, comfy_host) -> str:
+    """The tiny ``svd_xt``-layout checkpoint, added to the running server's ``checkpoints/``."""
+    return comfy_host.add_model("checkpoints", ensure_extra_checkpoint("svd_xt", comfyui_path))
+
+
+def _load(name: str) -> dict:
+    return json.loads((REPO / "workflows" / name).read_text())
+
+
+def _ids(api: dict, class_type: str) -> list[str]:
+    return [nid for nid, node in api.items() if node["class_type"] == class_type]
+
+
+def _video(path: Path) -> dict:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        info = {"frames": sum(1 for _ in container.decode(video=0)),
+                "size": (stream.codec_context.width, stream.codec_context.height),
+                "audio_channels": container.streams.audio[0].codec_context.channels
+                if container.streams.audio else 0}
+    return info
+
+
+def _saved_video(comfy_host, history: dict, api: dict) -> dict:
+    [save_id] = _ids(api, "SaveVideo")
+    [path] = comfy_host.output_files(history, save_id)
+    assert path.is_file() and path.stat().st_size > 0
+    return _video(path)
+
+
+# ------------------------------------------------------------------------------------------------
+# every workflow
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_every_node_type_of_the_workflow_exists_in_the_host(path, object_info):
+    missing = node_types(json.loads(path.read_text())) - set(object_info)
+    assert not missing, f"{path.name}: node types unknown to ComfyUI: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_committed_workflow_is_what_make_workflows_generates_from_the_host(path, object_info):
+    make = _make_workflows()
+    assert make.dumps(make.WORKFLOWS[path.name](object_info)) == path.read_text(), \
+        f"{path.name} is stale: run scripts/make_workflows.py --comfyui $COMFYUI_PATH"
+
+
+def test_comfyui_serves_the_workflows_as_the_packs_templates(comfy_client):
+    assert sorted(comfy_client.get_json("/workflow_templates")["avlab"]) == [p.stem for p in WORKFLOWS]
+    for path in WORKFLOWS:
+        assert comfy_client.get_json(f"/api/workflow_templates/avlab/{path.name}") == json.loads(path.read_text())
+
+
+def test_every_committed_workflow_has_a_host_run():
+    runs = {name[len("test_runs_"):] for name in globals() if name.startswith("test_runs_")}
+    assert runs == {p.stem for p in WORKFLOWS}
+
+
+# ------------------------------------------------------------------------------------------------
+# running them
+# ------------------------------------------------------------------------------------------------
+
+def test_runs_lightcache_animatediff_sd15(comfy_host, comfy_client, object_info):
+    api = ui_to_api(_load("lightcache_animatediff_sd15.json"), object_info, overrides={
+        "CheckpointLoaderSimple": {"ckpt_name": TINY["sd15"]},
+        "EmptyLatentImage": {"width": 64, "height": 64, "batch_size": 4},
+        "KSampler": {"steps": 3},
+        "SaveVideo": {"filename_prefix": "workflows/animatediff_sd15"},
+    })
+    offset = comfy_client.log_offset()
+    history = comfy_client.run(api, timeout=600)
+    assert _saved_video(comfy_host, history, api) == {"frames": 4, "size": (64, 64), "audio_channels": 0}
+    assert "LightCache - skipped 2/3 steps" in comfy_client.log_text(offset)  # interval 3: steps 1 and 2 reuse
+
+
+def test_runs_lightcache_svd_img2vid(comfy_host, comfy_client, object_info, svd_xt_checkpoint):
+    from PIL import Image
+
+    Image.new("RGB", (96, 80), (200, 40, 30)).save(comfy_host.input_dir / "avlab_workflow_start.png")
+    frames, size = 5, 64
+    api = ui_to_api(_load("lightcache_svd_img2vid.json"), object_info, overrides={
+        "ImageOnlyCheckpointLoader": {"ckpt_name": svd_xt_checkpoint},
+        "LoadImage": {"image": "avlab_workflow_start.png"},
+        "SVD_img2vid_Conditioning": {"width": size, "height": size, "video_frames": frames},
+        "KSampler": {"steps": 3},
+        "AVLabSlicedVAEDecode": {"frames_per_slice": 3, "overlap": 1},
+        "SaveVideo": {"filename_prefix": "workflows/svd_img2vid"},
+    })
+    # SVD_img2vid_Conditioning without its CLIP-ViT-H image embedding (see the module docstring).
+    [cond_id] = _ids(api, "SVD_img2vid_Conditioning")
+    cond = api[cond_id]["inputs"]
+    api["svd_context_pos"] = {"class_type": "HostTestConditioning",
+                              "inputs": {"width": 1024, "tokens": 1, "fill": "normal", "seed": 3}}
+    api["svd_context_neg"] = {"class_type": "HostTestConditioning",
+                              "inputs": {"width": 1024, "tokens": 1, "fill": "zeros", "seed": 0}}
+    api["svd_resize"] = {"class_type": "ImageScale", "inputs": {
+        "image": cond["init_image"], "upscale_method": "bilinear", "width": cond["width"],
+        "height": cond["height"], "crop": "center"}}
+    api[cond_id] = {"class_type": "InstructPixToPixConditioning", "inputs": {
+        "positive": ["svd_context_pos", 0], "negative": ["svd_context_neg", 0], "vae": cond["vae"],
+        "pixels": ["svd_resize", 0]}}
+    api["svd_frames"] = {"class_type": "RepeatLatentBatch",
+                         "inputs": {"samples": [cond_id, 2], "amount": cond["video_frames"]}}
+    [sampler_id] = _ids(api, "KSampler")
+    assert api[sampler_id]["inputs"]["latent_image"] == [cond_id, 2]
+    api[sampler_id]["inputs"]["latent_image"] = ["svd_frames", 0]
+
+    offset = comfy_client.log_offset()
+    history = comfy_client.run(api, timeout=600)
+    assert _saved_video(comfy_host, history, api) == {"frames": frames, "size": (size, size), "audio_channels": 0}
+    assert "LightCache - skipped 2/3 steps" in comfy_client.log_text(offset)
+
+
+def test_runs_lightcache_wan21_t2v(comfy_host, comfy_client, object_info):
+    api = ui_to_api(_load("lightcache_wan21_t2v.json"), object_info, overrides={
+        "UNETLoader": {"unet_name": TINY["wan21_t2v"]},
+        "VAELoader": {"vae_name": TINY["wan21_vae"]},
+        "EmptyHunyuanLatentVideo": {"width": 32, "height": 32, "length": 5},
+        # the tiny Wan DiT has 2 blocks: cache_depth 2 (2 leading + 2 trailing blocks always run)
+        # would leave nothing to cache, so cache them all
+        "AVLabLightCache": {"cache_depth": 0},
+        "KSampler": {"steps": 4},
+        "SaveVideo": {"filename_prefix": "workflows/wan21_t2v"},
+    })
+    # no tiny umT5-XXL exists: 4096-wide test conditionings stand in for the two text encodes
+    for i, nid in enumerate(_ids(api, "CLIPTextEncode")):
+        api[nid] = {"class_type": "HostTestConditioning",
+                    "inputs": {"width": 4096, "tokens": 8, "fill": "normal" if i == 0 else "zeros", "seed": 1}}
+    [clip_id] = _ids(api, "CLIPLoader")
+    del api[clip_id]
+
+    offset = comfy_client.log_offset()
+    history = comfy_client.run(api, timeout=600)
+    assert _saved_video(comfy_host, history, api) == {"frames": 5, "size": (32, 32), "audio_channels": 0}
+    assert "LightCache - skipped 2/4 steps" in comfy_client.log_text(offset)  # step 0 full (start_percent)
+
+
+def test_runs_synthetic_scene_preview(comfy_host, comfy_client, object_info):
+    api = ui_to_api(_load("synthetic_scene_preview.json"), object_info, overrides={
+        "AVLabSyntheticScene": {"frames": 12, "width": 64, "height": 48, "fps": 12.0},
+        "SaveVideo": {"filename_prefix": "workflows/synthetic_scene"},
+        "SaveAudio": {"filename_prefix": "workflows/synthetic_scene_audio"},
+    })
+    history = comfy_client.run(api, timeout=300)
+    assert _saved_video(comfy_host, history, api) == {"frames": 12, "size": (64, 48), "audio_channels": 2}
+
+    [audio_id] = _ids(api, "SaveAudio")
+    [audio] = comfy_host.output_files(history, audio_id, kind="audio")
+    with av.open(str(audio)) as container:
+        stream = container.streams.audio[0]
+        assert stream.codec_context.sample_rate == 44100 and stream.codec_context.channels == 2
+        assert sum(f.samples for f in container.decode(audio=0)) == 44100  # 12 frames at 12 fps = 1 s
+
+    [depth_id] = _ids(api, "PreviewImage")
+    depth = comfy_host.output_files(history, depth_id)
+    assert len(depth) == 12 and all(p.is_file() for p in depth)
+
+    [sentence_id] = _ids(api, "PreviewAny")
+    [sentence] = history["outputs"][sentence_id]["text"]
+    assert isinstance(sentence, str) and sentence.strip()
