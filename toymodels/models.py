@@ -41,7 +41,7 @@ class ToyModelConfig:
     frames: int = 8
     size: int = 32                  # frame height = width in pixels; latent is size // 4
     latent_channels: int = 16
-    num_classes: int = 4
+    num_classes: int = 3             # avlab.synthetic.NUM_CLASSES (shape of object 0)
     cond_tokens: int = 4
     cond_seed: int = 1234
     # architecture (U-Net)
