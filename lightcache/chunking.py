@@ -44,7 +44,9 @@ Deliberately left whole: temporal ResBlocks (``VideoResBlock.time_stack``, diffu
 ``TemporalResnetBlock``) and motion modules' own GroupNorm — their statistics span frames *and*
 pixels, so no chunking of either axis is exact; Wan self/cross attention — every query attends to
 all tokens and the fused attention kernels are already memory-efficient, so chunking queries would
-buy little for a second copy of q.
+buy little for a second copy of q. In ComfyUI, AnimateDiff's motion modules come from another pack
+(AnimateDiff-Evolved) and are not recognised here: they run whole, while the U-Net's per-frame
+ResBlocks and spatial transformers around them are still chunked.
 
 Mechanism: :func:`install_chunking` gives each covered module *instance* its own ``forward``
 (ComfyUI ResBlocks: ``_forward``, which ``ResBlock.forward`` calls through ``self``) — a closure

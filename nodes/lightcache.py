@@ -58,8 +58,8 @@ class AVLabLightCache(io.ComfyNode):
                                        "CUDA; off = keep them on the compute device."),
                 io.Int.Input("temporal_chunks", default=1, min=1, max=64, step=1,
                              tooltip="Feature chunking: split the batch×frames axis through spatial layers "
-                                     "into this many chunks (lower peak memory, same result). 1 = off; the "
-                                     "paper uses 9."),
+                                     "(and the token axis of feed-forwards, e.g. Wan's FFN) into this many "
+                                     "chunks (lower peak memory, same result). 1 = off; the paper uses 9."),
                 io.Int.Input("spatial_chunks", default=1, min=1, max=64, step=1,
                              tooltip="Feature chunking: split the pixel axis through temporal layers (motion "
                                      "modules, SVD time mixing) into this many chunks. 1 = off; the paper "

