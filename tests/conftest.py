@@ -10,6 +10,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 if "avlab" not in sys.modules and importlib.util.find_spec("avlab") is None:
@@ -19,3 +21,14 @@ if "avlab" not in sys.modules and importlib.util.find_spec("avlab") is None:
     module = importlib.util.module_from_spec(spec)
     sys.modules["avlab"] = module
     spec.loader.exec_module(module)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """The tests run tiny models: threads gain nothing, and on shared cores two are many times slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

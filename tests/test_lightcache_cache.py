@@ -20,12 +20,6 @@ from avlab.lightcache.unet_cache import diffusers_unet_skip_count, plan_diffuser
 diffusers = pytest.importorskip("diffusers")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # ------------------------------------------------------------------------------------------------

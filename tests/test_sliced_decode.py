@@ -24,13 +24,6 @@ from avlab.lightcache.sliced_decode import (
 diffusers = pytest.importorskip("diffusers")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny ops gain nothing from threads, and on shared cores 2 threads are many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class Cancelled(Exception):
