@@ -3,9 +3,9 @@
 Runs, each writing its own table under ``benchmarks/results/``, then gathers them into
 ``benchmarks/results/lightcache.md``:
 
-1. ``lightcache_speed.py`` — speed-up (interleaved rounds in one process), peak memory (one process
-   per configuration) and PSNR/SSIM against uncached sampling over ``cache_interval`` 2–6 × depth, on
-   the trained toy video U-Net and toy Wan DiT (``weights/toy/``) and a random-weight SVD-layout U-Net.
+1. ``lightcache_speed.py`` — wall-clock speed-up, peak RSS (each configuration in its own process,
+   ratios to the uncached baseline of the same run) and PSNR/SSIM against uncached sampling over
+   ``cache_interval`` 2–6 × depth, on the trained toy video U-Net and toy Wan DiT (``weights/toy/``).
 2. ``lightcache_memory.py`` — chunked vs unchunked and sliced vs full decode peak memory, each
    configuration in its own process.
 3. ``lightcache_vs_easycache.py`` — only with ``COMFYUI_PATH``: LightCache vs ComfyUI's EasyCache on
@@ -31,9 +31,9 @@ PARTS = (("lightcache_speed", "Speed and quality"), ("lightcache_memory", "Peak 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="one round, toy U-Net only, no per-process memory runs")
+    ap.add_argument("--quick", action="store_true", help="speed part: toy U-Net only, one timed run per configuration")
     args = ap.parse_args(argv)
-    runs = {"lightcache_speed": ["--rounds", "1", "--cases", "toy_unet", "--no-memory"] if args.quick else [],
+    runs = {"lightcache_speed": ["--repeats", "1", "--models", "toy_unet"] if args.quick else [],
             "lightcache_memory": [], "lightcache_vs_easycache": []}
     done = []
     for name, title in PARTS:

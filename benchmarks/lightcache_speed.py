@@ -1,23 +1,32 @@
-"""LightCache speed benchmark (papers.md §1, issue "Benchmarks"): uncached vs cached sampling.
+"""LightCache speed / memory / quality sweep on the trained toy video models (papers.md §1, "Benchmarks").
 
-For each model, sample the same seed uncached and with LightCache over a sweep of
-``cache_interval`` (2–6) and ``cache_depth``, and report
+Every configuration — the uncached baseline included — samples the same prompts and seed in its own
+process (:func:`worker`), which
 
-* wall-clock speed-up — ratios measured side by side in one process: rounds interleave the
-  uncached run and every configuration, ratio = median(uncached) / median(cached);
-* peak memory — every configuration sampled once in its own fresh process (peak RSS on CPU,
-  ``torch.cuda.max_memory_allocated`` on CUDA), with the growth over the loaded model;
-* PSNR / SSIM of the final video against the uncached one (decoded frames for the toy models;
-  latents, range-normalised, for the random-weight model).
+* loads the model, warms up with a 2-step run through the same code path (lazy inits, allocator),
+  then resets the kernel's resident-set high-water mark (``/proc/self/clear_refs``),
+* times ``--repeats`` full sampling runs (the fastest is kept: on a shared machine other jobs only
+  ever add time),
+* records the peak RSS of the timed runs (``VmHWM``; on CUDA also ``max_memory_allocated``),
+* saves the final latent; the parent decodes it and compares it with the uncached video (PSNR over
+  all pixels in 0..1, mean per-frame SSIM).
 
-Models: the trained toy U-Net (diffusers ``UNetMotionModel``, DDIM 50 steps, CFG 3) and toy Wan DiT
-(diffusers ``WanTransformer3DModel``, Euler 30 steps, CFG 3) from ``weights/toy/`` (made by
-``scripts/train_toy_video_models.py``), and a diffusers ``UNetSpatioTemporalConditionModel`` in the
-SVD layout (4 levels, 2 res blocks) with **random weights** (not a fair quality test: random
-features are not redundant across steps; its speed-ups are still meaningful).
+Process isolation: ``--isolation fork`` (default on Linux) forks each configuration from a parent
+that has imported torch/diffusers but never loaded a model or sampled (all metrics are computed after
+the last child), so a configuration's peak and allocator state never leak into another's and the
+10–20 s interpreter start is paid once; ``--isolation spawn`` starts a fresh interpreter per
+configuration instead.
 
-    python benchmarks/lightcache_speed.py                   # all, writes results/lightcache_speed.md
-    python benchmarks/lightcache_speed.py --cases toy_unet --rounds 2 --no-memory
+The baseline runs first and last; speed-ups are ratios to the mean of those two baseline times, so
+every number in a table comes from the same run. Models (``weights/toy/``, made by
+``scripts/train_toy_video_models.py`` on the synthetic domain): the toy U-Net (diffusers
+``UNetMotionModel``, 50 steps) and the toy Wan DiT (diffusers ``WanTransformer3DModel``, 30 steps),
+both with CFG; sampler and step count are each model's recipe (``weights/toy/*.json``). Sweep:
+``cache_interval`` 2–6 × ``cache_depth`` (U-Net: branch id; DiT: leading/trailing blocks that always
+run) with the uniform schedule, plus the non-uniform schedule at depth 0.
+
+    python benchmarks/lightcache_speed.py                    # both models → results/lightcache_speed.md
+    python benchmarks/lightcache_speed.py --models toy_unet --intervals 4 --depths 0 --out /tmp/x.md
 """
 
 from __future__ import annotations
@@ -25,258 +34,327 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "lightcache_speed.md"
-
-
-# -- cases -----------------------------------------------------------------------------------------------
-@dataclass
-class Case:
-    name: str
-    title: str
-    model: torch.nn.Module
-    run: object          # () -> latent output
-    steps: int
-    depths: tuple
-    to_video: object     # latent -> [B,T,H,W,3] frames in 0..1, or None (compare latents)
-    note: str
-
-
-def _toy_case(kind: str, name: str, depths: tuple) -> Case:
-    from avlab.toymodels import ToyVideoModel
-
-    toy = ToyVideoModel.load(kind)
-    cfg = toy.config
-    labels = list(range(min(2, cfg.num_classes)))
-    title = (f"toy U-Net (UNetMotionModel {cfg.block_out_channels}, trained), DDIM {cfg.sample_steps} steps, CFG {cfg.guidance}"
-             if kind == "unet_motion" else
-             f"toy Wan DiT (WanTransformer3DModel dim {cfg.dim}, {cfg.num_layers} blocks, trained), "
-             f"Euler {cfg.sample_steps} steps, CFG {cfg.guidance}")
-    return Case(name, title, toy.model, lambda: toy.sample(labels, seed=0), cfg.sample_steps, depths,
-                toy.decode, f"{len(labels)} videos × {cfg.frames} frames × {cfg.size}², latent {cfg.latent_shape(len(labels))[1:]}")
-
-
-def _svd_case(depths: tuple) -> Case:
-    from diffusers import UNetSpatioTemporalConditionModel
-
-    torch.manual_seed(0)
-    model = UNetSpatioTemporalConditionModel(
-        sample_size=16, in_channels=8, out_channels=4, block_out_channels=(32, 64, 128, 128), layers_per_block=2,
-        cross_attention_dim=128, num_attention_heads=(2, 4, 8, 8), addition_time_embed_dim=32,
-        projection_class_embeddings_input_dim=96).eval()
-    frames, steps = 8, 25
-    g = torch.Generator().manual_seed(0)
-    noise = torch.randn(1, frames, 4, 16, 16, generator=g)
-    image_latent = torch.randn(1, 1, 4, 16, 16, generator=g).expand(1, frames, 4, 16, 16)
-    ctx = torch.randn(1, 1, 128, generator=g)
-    ids = torch.tensor([[6.0, 127.0, 0.02]])
-    sigmas = torch.cat([torch.exp(torch.linspace(torch.log(torch.tensor(700.0)), torch.log(torch.tensor(0.002)), steps)),
-                        torch.zeros(1)])
-
-    @torch.no_grad()
-    def run():
-        # EDM Euler (Karras et al. 2022) with SVD's preconditioning, no CFG.
-        x = noise * sigmas[0]
-        for i in range(steps):
-            s = sigmas[i]
-            c_in, c_skip, c_out = 1 / (s ** 2 + 1) ** 0.5, 1 / (s ** 2 + 1), -s / (s ** 2 + 1) ** 0.5
-            inp = torch.cat([x * c_in, image_latent], dim=2)
-            out = model(inp, (0.25 * s.log()).view(1), ctx, ids).sample
-            denoised = c_skip * x + c_out * out
-            x = x + (x - denoised) / s * (sigmas[i + 1] - s)
-        return x.permute(0, 2, 1, 3, 4)  # [B,C,T,H,W]
-
-    return Case("svd_random", "diffusers UNetSpatioTemporalConditionModel (SVD layout, widths 32–128, "
-                "RANDOM weights), EDM Euler 25 steps", model, run, steps, depths, None,
-                f"1 video × {frames} frames, latent 4×16×16")
-
-
-def build_case(name: str) -> Case:
-    if name == "toy_unet":
-        return _toy_case("unet_motion", name, depths=(0, 1, 2))
-    if name == "toy_wan":
-        return _toy_case("wan_dit", name, depths=(0, 1))
-    if name == "svd_random":
-        return _svd_case(depths=(0,))
-    raise SystemExit(f"unknown case {name}")
-
-
-CASES = ("toy_unet", "toy_wan", "svd_random")
+MODELS = {"toy_unet": "unet_motion", "toy_wan": "wan_dit"}
 INTERVALS = (2, 3, 4, 5, 6)
+DEPTHS = (0, 1, 2)
+TARGET = (2.5, 30.0)          # issue: ≥ 2.5× at PSNR ≥ 30 dB on the trained toy U-Net
+LABELS = (0, 1)               # two videos (two scene classes); CFG doubles the batch
 
 
-# -- metrics ---------------------------------------------------------------------------------------------
-def psnr_ssim(case: Case, ref: torch.Tensor, out: torch.Tensor) -> tuple[float, float]:
-    """PSNR (dB) and mean per-frame SSIM of ``out`` against ``ref``."""
-    from skimage.metrics import structural_similarity
-
-    if case.to_video is not None:
-        a, b = case.to_video(ref).numpy(), case.to_video(out).numpy()   # [B,T,H,W,3]
-        rng = 1.0
-        frames = [(a[i, t], b[i, t]) for i in range(a.shape[0]) for t in range(a.shape[1])]
-    else:
-        lo, hi = float(ref.min()), float(ref.max())
-        a = ((ref - lo) / (hi - lo)).permute(0, 2, 3, 4, 1).numpy()    # [B,T,H,W,C] range-normalised
-        b = ((out - lo) / (hi - lo)).permute(0, 2, 3, 4, 1).numpy()
-        rng = 1.0
-        frames = [(a[i, t], b[i, t]) for i in range(a.shape[0]) for t in range(a.shape[1])]
-    mse = float(((a - b) ** 2).mean())
-    psnr = float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(rng ** 2 / mse)).item()
-    ssim = statistics.mean(structural_similarity(x, y, data_range=rng, channel_axis=-1, win_size=7)
-                           for x, y in frames)
-    return psnr, ssim
-
-
-# -- one configuration in its own process (peak memory) -------------------------------------------------
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+# -- one configuration (runs in its own process) ----------------------------------------------------------
+def _status_mb(key: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def run_worker(case_name: str, interval: int, depth: int, threads: int) -> dict:
-    torch.set_num_threads(threads)
-    case = build_case(case_name)
-    cuda = torch.cuda.is_available() and os.environ.get("AVLAB_BENCH_DEVICE") == "cuda"
-    loaded = _rss_mb()
-    t0 = time.perf_counter()
-    if interval == 0:
-        case.run()
-    else:
-        from avlab import lightcache
-
-        handle = lightcache.apply(case.model, cache_interval=interval, cache_depth=depth)
-        with handle.run(case.steps):
-            case.run()
-        handle.remove()
-    seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out = {"peak_rss_mb": round(peak, 1), "loaded_rss_mb": round(loaded, 1),
-           "growth_mb": round(peak - loaded, 1), "seconds": round(seconds, 2)}
-    if cuda:
-        out["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
-    return out
+def _reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
 
 
-def memory_in_subprocess(case_name: str, interval: int, depth: int, threads: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", case_name, str(interval), str(depth), "--threads", str(threads)]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(res.stdout.strip().splitlines()[-1])
+def worker(spec: dict) -> dict:
+    """Sample ``spec["repeats"]`` times with one configuration; return timings, memory, LightCache summary."""
+    import resource
 
-
-# -- the side-by-side speed sweep -----------------------------------------------------------------------
-def sweep(case: Case, rounds: int, log) -> tuple[dict, dict, dict, torch.Tensor]:
     from avlab import lightcache
+    from avlab.toymodels import ToyVideoModel
 
-    configs = [(k, d) for d in case.depths for k in INTERVALS]
-    case.run()  # warm-up (allocator, lazy inits)
-    times = {c: [] for c in [(0, 0)] + configs}
-    outputs, summaries = {}, {}
-    for r in range(rounds):
-        for c in [(0, 0)] + configs:
-            if c == (0, 0):
-                t0 = time.perf_counter()
-                out = case.run()
-                times[c].append(time.perf_counter() - t0)
-            else:
-                handle = lightcache.apply(case.model, cache_interval=c[0], cache_depth=c[1])
-                try:
-                    with handle.run(case.steps):
-                        t0 = time.perf_counter()
-                        out = case.run()
-                        times[c].append(time.perf_counter() - t0)
-                    summaries[c] = handle.last_summary
-                finally:
-                    handle.remove()
-            outputs[c] = out
-        log(f"  {case.name} round {r + 1}/{rounds}: uncached {times[(0, 0)][-1]:.2f} s")
-    return times, outputs, summaries, outputs[(0, 0)]
+    torch.set_num_threads(spec["threads"])
+    toy = ToyVideoModel.load(MODELS[spec["model"]], spec["weights"])
+    steps = spec["steps"]
+    handle = None
+    if spec["interval"] > 1:
+        handle = lightcache.apply(toy.model, cache_interval=spec["interval"], cache_depth=spec["depth"],
+                                  schedule=spec["schedule"])
+
+    def sample(n_steps):
+        if handle is None:
+            return toy.sample(list(LABELS), seed=0, steps=n_steps)
+        with handle.run(n_steps):
+            return toy.sample(list(LABELS), seed=0, steps=n_steps)
+
+    sample(2)                                    # warm-up through the same code path
+    reset_ok = _reset_peak()
+    rss_start = _status_mb("VmRSS")
+    times, out, summary = [], None, None
+    for _ in range(spec["repeats"]):
+        t0 = time.perf_counter()
+        out = sample(steps)
+        times.append(time.perf_counter() - t0)
+        summary = handle.last_summary if handle is not None else None
+    peak = _status_mb("VmHWM") if reset_ok else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if handle is not None:
+        handle.remove()
+    torch.save(out.cpu(), spec["out"])
+    res = {"seconds": min(times), "all_seconds": [round(t, 3) for t in times], "peak_rss_mb": round(peak, 1),
+           "rss_start_mb": round(rss_start, 1), "summary": summary}
+    if torch.cuda.is_available() and toy.model.device.type == "cuda":
+        res["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+    return res
+
+
+def _child(spec: dict, conn) -> None:
+    try:
+        conn.send(("ok", worker(spec)))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        import traceback
+
+        conn.send(("error", f"{exc!r}\n{traceback.format_exc()}"))
+    finally:
+        conn.close()
+
+
+def run_isolated(spec: dict, isolation: str) -> dict:
+    """Run one configuration in a new process (``fork`` of this interpreter, or ``spawn``: a fresh one)."""
+    if isolation == "fork":
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork")
+        recv, send = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_child, args=(spec, send))
+        proc.start()
+        send.close()
+        try:
+            status, payload = recv.recv()
+        except EOFError:
+            status, payload = "error", "worker process died"
+        proc.join()
+        if status != "ok":
+            raise RuntimeError(f"configuration {spec['name']} failed:\n{payload}")
+        return payload
+    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"]))
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
+                          capture_output=True, text=True, env=env, timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"configuration {spec['name']} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# -- metrics ----------------------------------------------------------------------------------------------
+def psnr_ssim(ref: torch.Tensor, out: torch.Tensor) -> tuple[float, float]:
+    """PSNR (dB, range 1) over all pixels and mean per-frame SSIM of videos ``[B,T,H,W,3]`` in 0..1."""
+    from skimage.metrics import structural_similarity
+
+    mse = float((ref.double() - out.double()).pow(2).mean())
+    psnr = float("inf") if mse == 0 else 10.0 * torch.log10(torch.tensor(1.0 / mse)).item()
+    a, b = ref.numpy(), out.numpy()
+    ssim = statistics.mean(structural_similarity(a[i, t], b[i, t], data_range=1.0, channel_axis=-1, win_size=7)
+                           for i in range(a.shape[0]) for t in range(a.shape[1]))
+    return psnr, ssim
+
+
+# -- the sweep --------------------------------------------------------------------------------------------
+def plan(model: str, args, tmp: Path) -> list[dict]:
+    """The configurations of ``model`` in run order: baseline, sweep, baseline."""
+    from avlab.toymodels import ToyVideoModel
+
+    meta = ToyVideoModel.record(MODELS[model], args.weights)["config"]
+    steps = args.steps or meta["sample_steps"]
+
+    def spec(name, interval=1, depth=0, schedule="uniform"):
+        return {"model": model, "weights": str(args.weights), "name": name, "steps": steps, "threads": args.threads,
+                "repeats": args.repeats, "interval": interval, "depth": depth, "schedule": schedule,
+                "out": str(tmp / f"{model}_{name}.pt")}
+
+    configs = [spec(f"k{k}_d{d}_uniform", k, d) for d in args.depths for k in args.intervals]
+    if 0 in args.depths and not args.no_non_uniform:
+        configs += [spec(f"k{k}_d0_non-uniform", k, 0, "non-uniform") for k in args.intervals]
+    return [spec("uncached_first")] + configs + [spec("uncached_last")]
+
+
+def evaluate(model: str, specs: list[dict], results: dict, weights: Path) -> dict:
+    """Decode every saved latent and build the table rows (runs in the parent after all children)."""
+    from avlab.lightcache import full_step_mask
+    from avlab.toymodels import ToyVideoModel
+
+    toy = ToyVideoModel.load(MODELS[model], weights)
+
+    def video(name):
+        return toy.decode(torch.load(results[name]["out"], weights_only=True))
+
+    first, last = results["uncached_first"], results["uncached_last"]
+    ref = video("uncached_first")
+    base_t = statistics.mean([first["seconds"], last["seconds"]])
+    base_rss = statistics.mean([first["peak_rss_mb"], last["peak_rss_mb"]])
+    rows = []
+    for s in specs:
+        if s["interval"] <= 1:
+            continue
+        r = results[s["name"]]
+        psnr, ssim = psnr_ssim(ref, video(s["name"]))
+        rows.append({**r, "full_steps": sum(full_step_mask(s["steps"], s["interval"], schedule=s["schedule"])),
+                     "speedup": base_t / r["seconds"], "psnr": psnr, "ssim": ssim,
+                     "rss_delta": r["peak_rss_mb"] - base_rss})
+    return {"model": model, "config": toy.config, "steps": specs[0]["steps"], "rows": rows, "base_t": base_t,
+            "base_rss": base_rss, "baseline": [first, last],
+            "drift": float((video("uncached_last") - ref).abs().max()),
+            "record": ToyVideoModel.record(MODELS[model], weights)["record"]}
+
+
+# -- report -----------------------------------------------------------------------------------------------
+def _f(v, spec):
+    return "∞" if v == float("inf") else spec.format(v)
+
+
+def _est(summary) -> str:
+    """The speed-up LightCache estimates itself (from its one-line run summary)."""
+    if not summary or "speed-up" not in summary:
+        return "–"
+    return summary.split("speed-up", 1)[1].strip().split("x", 1)[0] + "×"
+
+
+def _cache_size(summary) -> str | None:
+    """``"256.0 KB"`` from LightCache's "cache 256.0 KB peak in CPU memory" summary, or None."""
+    if not summary or "cache " not in summary or " peak" not in summary:
+        return None
+    return summary.rsplit("cache ", 1)[1].split(" peak", 1)[0]
+
+
+def _title(sec) -> str:
+    cfg = sec["config"]
+    sampler = (f"v-prediction, DDIM {sec['steps']} steps" if cfg.objective == "v" else
+               f"rectified flow, Euler {sec['steps']} steps (shift {cfg.flow_shift})")
+    if sec["model"] == "toy_unet":
+        return f"toy U-Net — diffusers UNetMotionModel {tuple(cfg.block_out_channels)}, {sampler}, CFG {cfg.guidance}"
+    return (f"toy Wan DiT — diffusers WanTransformer3DModel dim {cfg.dim}, {cfg.num_layers} blocks, {sampler}, "
+            f"CFG {cfg.guidance}")
+
+
+def best_at(rows, psnr_min):
+    ok = [r for r in rows if r["psnr"] >= psnr_min]
+    return max(ok, key=lambda r: r["speedup"]) if ok else None
+
+
+def write_markdown(path: Path, sections: list, args, seconds: float) -> None:
+    cmd = " ".join(["python benchmarks/lightcache_speed.py", *args.argv])
+    lines = ["# LightCache speed, memory and quality sweep (toy video models)", "",
+             f"`{cmd}` — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, CPU ({platform.machine()}, "
+             f"{os.cpu_count()} cores shared with other jobs, {args.threads} torch thread per process), torch "
+             f"{torch.__version__}, whole sweep {seconds / 60:.1f} min.", "",
+             f"Every configuration ran in its own process ({args.isolation}): 2-step warm-up through the same "
+             f"code path, then {args.repeats} timed sampling run(s), fastest kept. The uncached baseline ran "
+             "first and last; speed-up = mean baseline time ÷ configuration time. Peak RSS = the process's "
+             "resident-set high-water mark during the timed runs (reset after the warm-up); Δ RSS = minus the "
+             "baseline's. PSNR (all pixels, 0..1) and SSIM (mean per frame) of the decoded video against the "
+             "uncached one, same prompts (2 scene classes) and seed. *full steps* = steps that run the whole "
+             "network (the others reuse the cached deep features); *est.* = the speed-up LightCache itself "
+             "estimates from per-call timings (its log line).", ""]
+    for sec in sections:
+        cfg, (b0, b1), rec = sec["config"], sec["baseline"], sec["record"]
+        depth_note = ("cache_depth = branch id: skip connections 0..d form the shallow path that always runs"
+                      if sec["model"] == "toy_unet" else
+                      f"cache_depth d = the first and last d of the {cfg.num_layers} blocks always run, the residual "
+                      "of the blocks between is cached")
+        lines += [f"## {sec['model']}: {_title(sec)}", "",
+                  f"{len(LABELS)} videos × {cfg.frames} frames × {cfg.size}² (latent {cfg.latent_channels}×"
+                  f"{cfg.frames}×{cfg.latent_size}²), {rec.get('params', 0) / 1e6:.2f} M parameters, trained "
+                  f"{rec.get('steps')} steps (held-out loss {rec.get('heldout_loss_untrained')} untrained → "
+                  f"{rec.get('heldout_loss_trained')} trained). {depth_note}.", "",
+                  f"Uncached baseline: {b0['seconds']:.2f} s (first) / {b1['seconds']:.2f} s (last); max |Δ| between "
+                  f"the two baseline videos {sec['drift']:.1e}.", "",
+                  "| cache_interval | cache_depth | schedule | full steps | time (s) | speed-up | est. | PSNR (dB) | "
+                  "SSIM | peak RSS (MB) | Δ RSS (MB) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|",
+                  f"| uncached | – | – | {sec['steps']} | {sec['base_t']:.2f} | 1.00× | – | ∞ | 1.0000 | "
+                  f"{sec['base_rss']:.0f} | 0 |"]
+        for r in sec["rows"]:
+            lines.append(f"| {r['interval']} | {r['depth']} | {r['schedule']} | {r['full_steps']} | {r['seconds']:.2f} | "
+                         f"{r['speedup']:.2f}× | {_est(r['summary'])} | {_f(r['psnr'], '{:.2f}')} | {r['ssim']:.4f} | "
+                         f"{r['peak_rss_mb']:.0f} | {r['rss_delta']:+.0f} |")
+        lines.append("")
+        for level in (40.0, 35.0, 30.0):
+            b = best_at(sec["rows"], level)
+            lines.append(f"* Best speed-up at PSNR ≥ {level:.0f} dB: " + (
+                f"**{b['speedup']:.2f}×** (interval {b['interval']}, depth {b['depth']}, {b['schedule']}; "
+                f"{b['psnr']:.2f} dB, SSIM {b['ssim']:.4f})" if b else "none"))
+        uni = {r["interval"]: r for r in sec["rows"] if r["depth"] == 0 and r["schedule"] == "uniform"}
+        gaps = [uni[r["interval"]]["psnr"] - r["psnr"] for r in sec["rows"]
+                if r["schedule"] == "non-uniform" and r["interval"] in uni]
+        if gaps:
+            lines.append(f"* Non-uniform vs uniform schedule at depth 0 (same number of full steps): PSNR "
+                         f"{-max(gaps):+.1f} to {-min(gaps):+.1f} dB.")
+        sizes = sorted({_cache_size(r["summary"]) for r in sec["rows"]} - {None})
+        if sizes:
+            deltas = [r["rss_delta"] for r in sec["rows"]]
+            lines.append(f"* Feature cache held in CPU memory (LightCache's log): {', '.join(sizes)} at peak. Peak "
+                         f"RSS moves by {min(deltas):+.0f} to {max(deltas):+.0f} MB on a {sec['base_rss']:.0f} MB "
+                         "process (more than the cache itself; not attributed further). GPU peak memory, chunking "
+                         "and sliced decoding are measured in `lightcache_memory.md`.")
+        if sec["model"] == "toy_unet":
+            b = best_at(sec["rows"], TARGET[1])
+            met = b is not None and b["speedup"] >= TARGET[0]
+            lines.append(f"* Issue target (≥ {TARGET[0]}× at PSNR ≥ {TARGET[1]:.0f} dB on the trained toy U-Net): "
+                         f"**{'met' if met else 'not met'}**.")
+        lines.append("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--no-memory", action="store_true", help="skip the per-process peak-memory runs")
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--intervals", nargs="+", type=int, default=list(INTERVALS))
+    ap.add_argument("--depths", nargs="+", type=int, default=list(DEPTHS))
+    ap.add_argument("--steps", type=int, default=None, help="sampling steps (default: each model's recipe)")
+    ap.add_argument("--repeats", type=int, default=2, help="timed runs per configuration (fastest kept)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    ap.add_argument("--isolation", choices=("fork", "spawn"), default="fork" if sys.platform == "linux" else "spawn")
+    ap.add_argument("--no-non-uniform", action="store_true", help="skip the non-uniform schedule rows")
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--worker", nargs=3, metavar=("CASE", "INTERVAL", "DEPTH"), help=argparse.SUPPRESS)
+    ap.add_argument("--weights", type=Path, default=None, help="toy weights directory (default: weights/toy)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        print(json.dumps(run_worker(args.worker[0], int(args.worker[1]), int(args.worker[2]), args.threads)))
+        print(json.dumps(worker(json.loads(args.worker))))
         return 0
-    torch.set_num_threads(args.threads)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.weights is None:
+        from avlab.toymodels import WEIGHTS_DIR
 
-    def log(msg):
-        print(msg, flush=True)
+        args.weights = WEIGHTS_DIR
+    torch.set_num_threads(args.threads)   # the parent never computes before the last child (safe fork)
+    if args.isolation == "fork":          # import once, inherited by every child
+        import diffusers  # noqa: F401
+        from diffusers import UNetMotionModel, WanTransformer3DModel  # noqa: F401
 
-    sections = []
-    for name in args.cases:
-        case = build_case(name)
-        log(f"{name}: {case.title}")
-        times, outputs, summaries, ref = sweep(case, args.rounds, log)
-        base = statistics.median(times[(0, 0)])
-        mem = {}
-        if not args.no_memory:
-            for c in times:
-                mem[c] = memory_in_subprocess(name, c[0], c[1], args.threads)
-                log(f"  memory {c}: {mem[c]}")
-        rows = []
-        for c in times:
-            med = statistics.median(times[c])
-            psnr, ssim = (float("inf"), 1.0) if c == (0, 0) else psnr_ssim(case, ref, outputs[c])
-            m = mem.get(c, {})
-            rows.append({"interval": c[0] or "uncached", "depth": "–" if c == (0, 0) else c[1],
-                         "seconds": med, "speedup": base / med, "psnr": psnr, "ssim": ssim,
-                         "peak": m.get("peak_rss_mb"), "growth": m.get("growth_mb"),
-                         "cuda": m.get("cuda_peak_mb"), "summary": summaries.get(c, "")})
-            log(f"  {c}: {med:.2f} s  ×{base / med:.2f}  PSNR {psnr:.2f}  SSIM {ssim:.4f}")
-        sections.append((case, rows))
-    write_markdown(args.out, sections, args)
-    log(f"wrote {args.out}")
+        import avlab.lightcache  # noqa: F401
+        import avlab.toymodels  # noqa: F401
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="avlab_lc_speed_") as tmp:
+        plans = {m: plan(m, args, Path(tmp)) for m in args.models}
+        results = {m: {} for m in args.models}
+        for model, specs in plans.items():
+            print(f"{model}: {len(specs)} configurations", flush=True)
+            for s in specs:
+                t1 = time.perf_counter()
+                r = results[model][s["name"]] = {**s, **run_isolated(s, args.isolation)}
+                print(f"  {s['name']}: {r['seconds']:.2f} s {r['all_seconds']}, peak RSS {r['peak_rss_mb']:.0f} MB "
+                      f"({time.perf_counter() - t1:.0f} s in all)", flush=True)
+        sections = [evaluate(m, plans[m], results[m], args.weights) for m in args.models]
+    write_markdown(args.out, sections, args, time.perf_counter() - t0)
+    for sec in sections:
+        for r in sec["rows"]:
+            print(f"{sec['model']} k{r['interval']} d{r['depth']} {r['schedule']}: ×{r['speedup']:.2f} "
+                  f"PSNR {r['psnr']:.2f} SSIM {r['ssim']:.4f}")
+    print(f"wrote {args.out}")
     return 0
-
-
-def _fmt(v, spec):
-    return "–" if v is None else (spec.format(v) if v != float("inf") else "∞")
-
-
-def write_markdown(path: Path, sections, args) -> None:
-    import platform
-
-    lines = ["# LightCache speed benchmark", "",
-             f"`python benchmarks/lightcache_speed.py --rounds {args.rounds} --threads {args.threads}` — "
-             f"CPU ({platform.processor() or platform.machine()}, {args.threads} thread(s), machine shared with "
-             f"other jobs), torch {torch.__version__}. Speed-up = median uncached / median cached time over "
-             f"{args.rounds} interleaved rounds in one process. Peak memory = peak RSS of a fresh process "
-             "that loads the model and samples once with that configuration (growth = peak − RSS after "
-             "loading). PSNR/SSIM of the final video against the uncached video of the same seed.", ""]
-    for case, rows in sections:
-        lines += [f"## {case.name}: {case.title}", "", f"{case.note}.", "",
-                  "| cache_interval | cache_depth | time (s) | speed-up | PSNR (dB) | SSIM | peak RSS (MB) | growth (MB) |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for r in rows:
-            lines.append(f"| {r['interval']} | {r['depth']} | {r['seconds']:.2f} | {r['speedup']:.2f}× | "
-                         f"{_fmt(r['psnr'], '{:.2f}')} | {_fmt(r['ssim'], '{:.4f}')} | "
-                         f"{_fmt(r['peak'], '{:.0f}')} | {_fmt(r['growth'], '{:.0f}')} |")
-        summ = [f"* interval {r['interval']}, depth {r['depth']}: {r['summary']}" for r in rows if r["summary"]]
-        if summ:
-            lines += ["", "LightCache run summaries:", ""] + summ
-        lines.append("")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

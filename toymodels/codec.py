@@ -3,8 +3,11 @@
 Real video diffusion models run in a VAE latent (SD/AnimateDiff: 8× spatial, 4 channels; Wan: 8×
 spatial, 16 channels). The toy models keep that shape of problem at CPU cost: each frame is cut into
 4×4×3 = 48-value patches and projected on the 16 leading principal components of synthetic-domain
-patches, each channel scaled to unit variance (the role of a VAE's scaling factor). 32×32 frames
-give a ``[16, T, 8, 8]`` latent. Decoding is the transpose projection; it is lossy (16 of 48 dims)
+patches, divided by one global scale so the latent has unit variance overall (the role of a VAE's
+scaling factor). Channels keep their natural spread (leading components carry most of the variance),
+as a real VAE latent does: latent MSE is then pixel MSE up to a constant, so training and the
+noise schedule weight the visible structure, not the faint high-frequency tail. 32×32 frames give a
+``[16, T, 8, 8]`` latent. Decoding is the transpose projection; it is lossy (16 of 48 dims)
 but fixed, so cached and uncached samples are compared through the same decoder.
 """
 
@@ -22,7 +25,7 @@ class ToyLatentCodec:
     def __init__(self, mean: torch.Tensor, components: torch.Tensor, scale: torch.Tensor):
         self.mean = mean.float()              # [48]
         self.components = components.float()  # [48, C] orthonormal columns
-        self.scale = scale.float()            # [C]  per-channel std of the projections
+        self.scale = scale.float()            # [C]  latent = projection / scale (fit: one global value)
 
     @property
     def channels(self) -> int:
@@ -43,8 +46,8 @@ class ToyLatentCodec:
         evals, evecs = torch.linalg.eigh(cov)               # ascending
         comps = evecs[:, evals.argsort(descending=True)[:channels]]
         comps = comps * torch.sign(comps.sum(0, keepdim=True) + 1e-12)  # deterministic sign
-        scale = ((p - mean) @ comps).std(0).clamp_min(1e-4)
-        return cls(mean, comps, scale)
+        rms = ((p - mean) @ comps).pow(2).mean().sqrt().clamp_min(1e-4)   # one scale for all channels
+        return cls(mean, comps, rms.expand(channels).clone())
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         p = self._patches(frames.float())                   # [B,T,h,w,48]

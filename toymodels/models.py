@@ -5,13 +5,15 @@ Two families, both real diffusers classes at small widths, trained by
 (:mod:`.codec`):
 
 * ``unet_motion`` — :class:`diffusers.UNetMotionModel` (SD-style U-Net + motion modules, the
-  AnimateDiff layout): block_out_channels (32, 64, 128), one res block per level, cross-attention
+  AnimateDiff layout): block_out_channels (32, 64, 64), one res block per level, cross-attention
   on the two deeper levels (SDXL-style: no spatial attention at full resolution), motion modules
   on every level. v-prediction with the SD "scaled_linear" DDPM schedule, sampled with DDIM.
 * ``wan_dit`` — :class:`diffusers.WanTransformer3DModel` (Wan 2.1 layout): dim 128 with one
   128-wide head (ComfyUI derives heads as dim // 128), 6 blocks, FFN 512, text_dim 4096 (fixed by
   ComfyUI's Wan detection). Rectified flow (velocity ``ε − x0``, timestep = σ·1000), Euler sampling;
   the same convention as ComfyUI's CONST models, so the converted weights sample in ComfyUI.
+
+``ToyModelConfig.objective`` can swap the formulation (``"v"`` or ``"flow"``; default per family).
 
 Conditioning is the scene's class through a *fixed* toy text encoder: a seeded random table
 ``[num_classes + 1, tokens, width]`` (row ``num_classes`` = the null/unconditional prompt, zeros),
@@ -30,6 +32,9 @@ from ..common.errors import NodeInputError
 UNET = "unet_motion"
 WAN = "wan_dit"
 KINDS = (UNET, WAN)
+V_PRED = "v"
+FLOW = "flow"
+OBJECTIVES = (V_PRED, FLOW)
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ class ToyModelConfig:
     cond_tokens: int = 4
     cond_seed: int = 1234
     # architecture (U-Net)
-    block_out_channels: tuple = (32, 64, 128)
+    block_out_channels: tuple = (32, 64, 64)
     layers_per_block: int = 1
     cross_attention_dim: int = 64
     attention_heads: int = 4
@@ -56,6 +61,9 @@ class ToyModelConfig:
     num_layers: int = 6
     ffn_dim: int = 512
     text_dim: int = 4096
+    # diffusion formulation: "v" (DDPM v-prediction, DDIM) or "flow" (rectified flow, Euler);
+    # "" = the family's default (U-Net "v", DiT "flow")
+    objective: str = ""
     # sampling defaults
     sample_steps: int = 50
     guidance: float = 3.0
@@ -76,6 +84,10 @@ class ToyModelConfig:
         if self.kind not in KINDS:
             raise NodeInputError("AVLab toy models", "kind", f"one of {KINDS}", self.kind)
         object.__setattr__(self, "block_out_channels", tuple(self.block_out_channels))
+        if not self.objective:
+            object.__setattr__(self, "objective", V_PRED if self.kind == UNET else FLOW)
+        if self.objective not in OBJECTIVES:
+            raise NodeInputError("AVLab toy models", "objective", f"one of {OBJECTIVES}", self.objective)
 
     @property
     def latent_size(self) -> int:
@@ -100,9 +112,9 @@ class ToyModelConfig:
 def default_config(kind: str, **changes) -> ToyModelConfig:
     """The committed recipe for ``kind`` (``"unet_motion"`` or ``"wan_dit"``)."""
     if kind == UNET:
-        base = ToyModelConfig(kind=UNET)
+        base = ToyModelConfig(kind=UNET, steps=600, batch_size=8)
     elif kind == WAN:
-        base = ToyModelConfig(kind=WAN, sample_steps=30, lr=1e-3, steps=600)
+        base = ToyModelConfig(kind=WAN, sample_steps=30, lr=1e-3, steps=600, batch_size=8)
     else:
         raise NodeInputError("AVLab toy models", "kind", f"one of {KINDS}", kind)
     return ToyModelConfig.from_dict({**asdict(base), **changes})

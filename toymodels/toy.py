@@ -18,7 +18,7 @@ import torch
 from ..common.errors import NodeInputError
 from .codec import ToyLatentCodec
 from .diffusion import ddpm_v_loss, flow_loss, sample_ddim, sample_euler_flow
-from .models import UNET, ToyModelConfig, build_model, cond_table
+from .models import UNET, V_PRED, ToyModelConfig, build_model, cond_table
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights" / "toy"
 CODEC_FILE = "toy_codec.safetensors"
@@ -58,7 +58,7 @@ class ToyVideoModel:
     def loss(self, latents: torch.Tensor, labels: torch.Tensor,
              generator: torch.Generator | None = None) -> torch.Tensor:
         """Training objective on clean latents ``[B,C,T,h,w]`` and class ids ``[B]``."""
-        fn = ddpm_v_loss if self.config.kind == UNET else flow_loss
+        fn = ddpm_v_loss if self.config.objective == V_PRED else flow_loss
         return fn(self.predict, latents, self.context(labels), generator=generator)
 
     @torch.no_grad()
@@ -74,7 +74,7 @@ class ToyVideoModel:
         x = torch.randn(cfg.latent_shape(len(labels)), generator=g).to(device)
         ctx = self.context(labels)
         unc = self.context(torch.full_like(labels, cfg.num_classes))
-        if cfg.kind == UNET:
+        if cfg.objective == V_PRED:
             return sample_ddim(self.predict, x, ctx, steps, uncond=unc, guidance=guidance, callback=callback)
         return sample_euler_flow(self.predict, x, ctx, steps, shift=cfg.flow_shift, uncond=unc,
                                  guidance=guidance, callback=callback)
