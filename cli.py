@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fps", type=float, default=24.0)
     demo.add_argument("--concert-seconds", type=float, default=30.0)
     demo.add_argument("--steps", type=int, default=50, help="sampling steps of the LightCache stage")
-    demo.add_argument("--cache-interval", type=int, default=3)
+    demo.add_argument("--cache-interval", type=int, default=4)
     demo.add_argument("--cache-depth", type=int, default=None)
     demo.add_argument("--skip-lightcache", action="store_true")
     demo.set_defaults(func=cmd_demo)
