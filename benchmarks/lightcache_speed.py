@@ -277,7 +277,7 @@ def write_markdown(path: Path, sections: list, args, seconds: float) -> None:
         for r in sec["rows"]:
             lines.append(f"| {r['interval']} | {r['depth']} | {r['schedule']} | {r['full_steps']} | {r['seconds']:.2f} | "
                          f"{r['speedup']:.2f}× | {_est(r['summary'])} | {_f(r['psnr'], '{:.2f}')} | {r['ssim']:.4f} | "
-                         f"{r['peak_rss_mb']:.0f} | {r['rss_delta']:+.0f} |")
+                         f"{r['peak_rss_mb']:.0f} | {round(r['rss_delta']):+d} |")
         lines.append("")
         for level in (40.0, 35.0, 30.0):
             b = best_at(sec["rows"], level)
@@ -288,15 +288,17 @@ def write_markdown(path: Path, sections: list, args, seconds: float) -> None:
         gaps = [uni[r["interval"]]["psnr"] - r["psnr"] for r in sec["rows"]
                 if r["schedule"] == "non-uniform" and r["interval"] in uni]
         if gaps:
-            lines.append(f"* Non-uniform vs uniform schedule at depth 0 (same number of full steps): PSNR "
-                         f"{-max(gaps):+.1f} to {-min(gaps):+.1f} dB.")
+            word = "lower" if min(gaps) > 0 else ("higher" if max(gaps) < 0 else "different")
+            lo, hi = sorted(abs(g) for g in (min(gaps), max(gaps)))
+            lines.append(f"* Non-uniform vs uniform schedule at depth 0 (same number of full steps): PSNR {word} by "
+                         f"{lo:.1f}–{hi:.1f} dB.")
         sizes = sorted({_cache_size(r["summary"]) for r in sec["rows"]} - {None})
         if sizes:
-            deltas = [r["rss_delta"] for r in sec["rows"]]
+            deltas = [round(r["rss_delta"]) for r in sec["rows"]]
             lines.append(f"* Feature cache held in CPU memory (LightCache's log): {', '.join(sizes)} at peak. Peak "
-                         f"RSS moves by {min(deltas):+.0f} to {max(deltas):+.0f} MB on a {sec['base_rss']:.0f} MB "
-                         "process (more than the cache itself; not attributed further). GPU peak memory, chunking "
-                         "and sliced decoding are measured in `lightcache_memory.md`.")
+                         f"RSS differs from the baseline by {min(deltas):+d} to {max(deltas):+d} MB on a "
+                         f"{sec['base_rss']:.0f} MB process. GPU peak memory, chunking and sliced decoding are "
+                         "measured in `lightcache_memory.md`.")
         if sec["model"] == "toy_unet":
             b = best_at(sec["rows"], TARGET[1])
             met = b is not None and b["speedup"] >= TARGET[0]
