@@ -6,7 +6,6 @@ Imports ComfyUI 0.3.64 in-process (``--cpu``) from ``COMFYUI_PATH``; skips witho
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 import torch
@@ -19,17 +18,11 @@ pytestmark = [pytest.mark.host,
 @pytest.fixture(scope="module")
 def comfy_sd():
     """ComfyUI's ``comfy.sd`` imported in-process on the CPU."""
-    if COMFYUI_PATH not in sys.path:
-        sys.path.insert(0, COMFYUI_PATH)
-    argv = sys.argv
-    sys.argv = ["comfyui", "--cpu"]
-    try:
-        import comfy.options
-        comfy.options.enable_args_parsing()
-        import comfy.cli_args  # noqa: F401  (parses --cpu now)
-        import comfy.sd
-    finally:
-        sys.argv = argv
+    from tiny_checkpoints import import_comfy
+
+    import_comfy(COMFYUI_PATH)
+    import comfy.sd
+
     return comfy.sd
 
 
