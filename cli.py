@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import platform
 import sys
@@ -21,9 +22,10 @@ from pathlib import Path
 
 import torch
 
-from .common import media
+from .common import media, metrics
 
 ROOT = Path(__file__).resolve().parent
+logger = logging.getLogger(__name__)
 
 
 def _overlay(frames: torch.Tensor, mask: torch.Tensor, colour=(1.0, 0.1, 0.1), alpha: float = 0.55) -> torch.Tensor:
@@ -63,11 +65,6 @@ def render_concert(out: Path, seed: int, duration: float, fps: float = 5.0) -> d
             "duration_s": duration, "cut_times_s": concert.cut_times,
             "segments": len(concert.segment_labels()),
             "positive_segments": sum(s["label"] for s in concert.segment_labels())}
-
-
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(((a.float() - b.float()) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1.0 / mse)).item()
 
 
 def lightcache_stage(out: Path, steps: int, interval: int, depth: int | None) -> dict:
@@ -116,7 +113,7 @@ def lightcache_stage(out: Path, steps: int, interval: int, depth: int | None) ->
             videos = [toy.decode(base), toy.decode(fast)]
     finally:
         torch.set_num_threads(threads)
-    psnr = _psnr(videos[0].clamp(0, 1), videos[1].clamp(0, 1))
+    psnr = metrics.psnr(videos[0].clamp(0, 1), videos[1].clamp(0, 1))
     side = torch.cat([torch.cat(list(v.clamp(0, 1)), dim=2) for v in videos], dim=1)   # rows: uncached, cached
     media.write_video(out / "lightcache_toy_unet.mp4", side, 8.0)
     return {"model": toy.name, "steps": steps, **settings, "uncached_s": round(t_base, 3),
@@ -139,12 +136,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     stages = {}
-    print(f"[avlab demo] synthetic scene → {out / 'scene.mp4'}")
+    logger.info("synthetic scene → %s", out / "scene.mp4")
     stages["synthetic scene"] = render_scene(out, args.seed, args.frames, args.size, args.fps)
-    print(f"[avlab demo] synthetic concert → {out / 'concert_program.mp4'}")
+    logger.info("synthetic concert → %s", out / "concert_program.mp4")
     stages["synthetic concert"] = render_concert(out, args.seed, args.concert_seconds)
     if not args.skip_lightcache:
-        print("[avlab demo] LightCache on the toy video U-Net")
+        logger.info("LightCache on the toy video U-Net")
         stages["LightCache (toy video U-Net)"] = lightcache_stage(out, args.steps, args.cache_interval, args.cache_depth)
     summary = {"out": str(out), "stages": stages, "seconds": round(time.perf_counter() - t0, 1)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -246,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[avlab %(levelname)s] %(message)s")
     try:
         return args.func(args)
     except Exception as exc:  # noqa: BLE001 - one readable line for users, traceback with AVLAB_DEBUG=1

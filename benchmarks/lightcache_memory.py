@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import os
 import re
 import subprocess
@@ -320,8 +319,9 @@ def _mib(n: float) -> str:
 
 
 def _psnr(a, b) -> float:
-    mse = ((a.clamp(-1, 1) - b.clamp(-1, 1)) ** 2).mean().item()
-    return float("inf") if mse == 0 else 10 * math.log10(4.0 / mse)
+    from avlab.common.metrics import psnr
+
+    return psnr(a.clamp(-1, 1), b.clamp(-1, 1), data_range=2.0)
 
 
 def main(argv=None) -> int:

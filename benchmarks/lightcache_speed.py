@@ -150,14 +150,9 @@ def run_isolated(spec: dict, isolation: str) -> dict:
 # -- metrics ----------------------------------------------------------------------------------------------
 def psnr_ssim(ref: torch.Tensor, out: torch.Tensor) -> tuple[float, float]:
     """PSNR (dB, range 1) over all pixels and mean per-frame SSIM of videos ``[B,T,H,W,3]`` in 0..1."""
-    from skimage.metrics import structural_similarity
+    from avlab.common.metrics import psnr, video_ssim
 
-    mse = float((ref.double() - out.double()).pow(2).mean())
-    psnr = float("inf") if mse == 0 else 10.0 * torch.log10(torch.tensor(1.0 / mse)).item()
-    a, b = ref.numpy(), out.numpy()
-    ssim = statistics.mean(structural_similarity(a[i, t], b[i, t], data_range=1.0, channel_axis=-1, win_size=7)
-                           for i in range(a.shape[0]) for t in range(a.shape[1]))
-    return psnr, ssim
+    return psnr(ref, out), video_ssim(ref, out)
 
 
 # -- the sweep --------------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -75,14 +74,9 @@ class RunLog(logging.Handler):
 
 def psnr_ssim(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     """PSNR (dB, range 1) and mean per-frame SSIM of videos ``[B,T,H,W,3]``."""
-    from skimage.metrics import structural_similarity
+    from avlab.common.metrics import psnr, video_ssim
 
-    mse = float((a - b).pow(2).mean())
-    psnr = float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1.0 / mse)).item()
-    an, bn = a.numpy(), b.numpy()
-    ssim = statistics.mean(structural_similarity(an[i, t], bn[i, t], data_range=1.0, channel_axis=-1, win_size=7)
-                           for i in range(an.shape[0]) for t in range(an.shape[1]))
-    return psnr, ssim
+    return psnr(a, b), video_ssim(a, b)
 
 
 def main(argv=None) -> int:
