@@ -15,7 +15,14 @@ Checkpoint directory layout (``config.out_dir``)::
     model.safetensors      raw weights (unwrapped from DDP)
     ema.safetensors        EMA weights (when ``ema`` is set)
     optimizer.pt           optimizer + scheduler state (loaded with ``weights_only=True``)
+    rng_rank<r>.pt         rank r's torch / CUDA / numpy / python RNG states after the last step
     trainer_state.json     {"step", "config", "seed", "world_size", "metrics": last values}
+
+Exact resume: a run stopped at step k and resumed ends bit-identical to an uninterrupted run. The
+weights, EMA, optimizer, scheduler and every rank's RNG state are restored, and the data continues
+at batch k without replaying the first k batches when it can seek (a :class:`SeekableData` with
+``iter_from(step)``, or a sequence indexed by step: see :func:`iter_batches`); a plain iterator is
+replayed (its batches are drawn and dropped), which is exact only when it draws no global RNG.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -30,7 +38,7 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -50,7 +58,8 @@ class TrainConfig:
         steps: optimizer steps to reach (a resumed run continues up to this number).
         lr, weight_decay, betas: AdamW.
         grad_clip: max global grad norm (``None`` or ``0`` disables).
-        ema: EMA decay (e.g. 0.999) or ``None``.
+        ema: EMA decay (e.g. 0.999) or ``None``. ema_warmup: use ``min(ema, (1+n)/(10+n))`` at update n
+            (the EMA follows the raw weights closely early on, as in DDPM/ADM trainers).
         warmup_steps: linear warmup; then cosine decay to ``min_lr_ratio * lr`` when ``cosine``.
         log_every: metrics logging period (steps). save_every: checkpoint period (0 = only at end).
         out_dir: checkpoint directory (``None`` = never write).
@@ -66,6 +75,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float | None = 1.0
     ema: float | None = None
+    ema_warmup: bool = False
     warmup_steps: int = 0
     cosine: bool = False
     min_lr_ratio: float = 0.0
@@ -188,6 +198,13 @@ def ema_update(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
         e.copy_(b)
 
 
+def ema_decay(config: TrainConfig, step: int) -> float:
+    """EMA decay for the update after ``step`` completed steps (see ``TrainConfig.ema_warmup``)."""
+    if config.ema_warmup:
+        return min(config.ema, (1 + step) / (10 + step))
+    return config.ema
+
+
 def _state_dict_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
 
@@ -205,8 +222,8 @@ def save_checkpoint(out_dir: str | Path, model: nn.Module, optimizer=None, sched
         save_file(_state_dict_cpu(ema_model), str(out / "ema.safetensors"))
     if optimizer is not None:
         torch.save({"optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "rng": _rng_state()}, out / "optimizer.pt")
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None},
+                   out / "optimizer.pt")
     state = {"step": step, "config": config.to_json() if config else None,
              "seed": config.seed if config else None, "world_size": rank_info().world_size,
              "metrics": metrics or {}, **(extra or {})}
@@ -225,16 +242,90 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> nn.
     return model
 
 
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(),
-            "numpy_pos": int(np.random.get_state()[2]), "python": repr(random.getstate())}
+def rng_state() -> dict:
+    """This process's torch (CPU + CUDA), numpy and python RNG states, as ``weights_only``-loadable data."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "python": {"version": version, "mt": list(mt), "gauss": gauss}}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
-def _restore_rng(state: dict) -> None:
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` returned."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(("MT19937", np.asarray(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
-    import ast
-    random.setstate(ast.literal_eval(state["python"]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["mt"]), py["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _rng_path(out_dir: Path, rank: int) -> Path:
+    return Path(out_dir) / f"rng_rank{rank}.pt"
+
+
+@runtime_checkable
+class SeekableData(Protocol):
+    """A data source that can start at any step without producing the batches before it."""
+
+    def iter_from(self, step: int) -> Iterator[Any]:
+        """Batches for steps ``step, step + 1, ...`` (this rank's shard)."""
+        ...
+
+
+class IndexedBatches:
+    """Seekable random mini-batches over in-memory tensors: batch ``s`` of rank ``r`` draws its
+    indices from a generator seeded by ``(seed, r, s)``, so any step is produced in O(1).
+
+    Args:
+        tensors: tensors with the same first dimension (e.g. latents and labels).
+        batch_size: items per batch (with replacement across batches, without within one).
+        seed: base seed; rank and step are mixed in.
+        rank: this process's rank (default: :func:`rank_info`).
+    """
+
+    def __init__(self, *tensors: torch.Tensor, batch_size: int, seed: int = 0, rank: int | None = None):
+        if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
+            raise ValueError("IndexedBatches: tensors must share their first dimension")
+        if not 0 < batch_size <= len(tensors[0]):
+            raise ValueError(f"IndexedBatches: batch_size must be in 1..{len(tensors[0])}, got {batch_size}")
+        self.tensors, self.batch_size, self.seed = tensors, batch_size, seed
+        self.rank = rank_info().rank if rank is None else rank
+
+    def batch(self, step: int) -> tuple[torch.Tensor, ...]:
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.rank) * 1_000_033 + step)
+        idx = torch.randperm(len(self.tensors[0]), generator=g)[: self.batch_size]
+        return tuple(t[idx] for t in self.tensors)
+
+    def iter_from(self, step: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        while True:
+            yield self.batch(step)
+            step += 1
+
+
+def iter_batches(data: Iterable | SeekableData | Sequence, start: int) -> Iterator:
+    """Batches for steps ``start, start + 1, ...``: ``data.iter_from(start)`` for a
+    :class:`SeekableData`; ``data[s % len(data)]`` for a sequence; else the iterable re-iterated
+    when exhausted, its first ``start`` batches drawn and dropped (replayed)."""
+    if isinstance(data, SeekableData):
+        return data.iter_from(start)
+    if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        if len(data) == 0:
+            raise ValueError("train: the data sequence is empty (no batch)")
+        return (data[s % len(data)] for s in itertools.count(start))
+    batches = _infinite(data)
+    if start:
+        logger.info("train: the data cannot seek; replaying %d consumed batches", start)
+    for _ in range(start):
+        next(batches)
+    return batches
 
 
 def _infinite(data: Iterable) -> Iterator:
@@ -288,10 +379,10 @@ def train(model: nn.Module, loss_fn: LossFn, data: Iterable, config: TrainConfig
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
         step = 0
         out_dir = Path(config.out_dir) if config.out_dir else None
-        if config.resume and out_dir is not None and (out_dir / "trainer_state.json").exists():
+        resumed = (config.resume and out_dir is not None and (out_dir / "trainer_state.json").exists())
+        if resumed:
             step = _resume(out_dir, model, optimizer, scheduler, ema_model, device)
             logger.info("resumed from %s at step %d", out_dir, step)
-            seed_everything(config.seed + ri.rank + 1_000_003 * step)
         net: nn.Module = model
         if ri.world_size > 1:
             ddp_kwargs = {"device_ids": [device.index]} if device.type == "cuda" else {}
@@ -304,10 +395,11 @@ def train(model: nn.Module, loss_fn: LossFn, data: Iterable, config: TrainConfig
         history: list[dict[str, float]] = []
         metrics: dict[str, float] = {}
         stopped = False
-        batches = _infinite(data)
-        # Data already consumed before a resume is skipped so the run continues where it stopped.
-        for _ in range(step):
-            next(batches)
+        # Data already consumed before a resume is skipped so the run continues where it stopped;
+        # the RNG states are restored after that, so a replaying iterator cannot disturb them.
+        batches = iter_batches(data, step)
+        if resumed:
+            _restore_rng(out_dir, ri, step, config.seed)
         net.train()
         try:
             while step < config.steps:
@@ -327,7 +419,7 @@ def train(model: nn.Module, loss_fn: LossFn, data: Iterable, config: TrainConfig
                 optimizer.step()
                 scheduler.step()
                 if ema_model is not None:
-                    ema_update(ema_model, model, config.ema)
+                    ema_update(ema_model, model, ema_decay(config, step))
                 step += 1
                 metrics = {"loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0],
                            **{k: float(v) for k, v in extra.items()}}
@@ -356,10 +448,27 @@ def train(model: nn.Module, loss_fn: LossFn, data: Iterable, config: TrainConfig
 
 
 def _save(out_dir, ri: RankInfo, model, optimizer, scheduler, ema_model, step, config, metrics) -> None:
+    """Rank 0 writes the checkpoint; every rank writes its own RNG state beside it."""
     if ri.is_main:
         save_checkpoint(out_dir, model, optimizer, scheduler, ema_model, step, config, metrics)
     if ri.world_size > 1:
         torch.distributed.barrier()
+    torch.save(rng_state(), _rng_path(out_dir, ri.rank))
+    if ri.world_size > 1:
+        torch.distributed.barrier()
+
+
+def _restore_rng(out_dir: Path, ri: RankInfo, step: int, seed: int) -> None:
+    """Restore this rank's RNG state; a checkpoint of another world size cannot resume exactly."""
+    saved_world = json.loads((out_dir / "trainer_state.json").read_text()).get("world_size")
+    path = _rng_path(out_dir, ri.rank)
+    if saved_world == ri.world_size and path.exists():
+        set_rng_state(torch.load(path, weights_only=True))
+        return
+    logger.warning("train: %s was written with world size %s (now %d)%s: resuming with fresh random "
+                   "streams, so this run will not match an uninterrupted one", out_dir, saved_world,
+                   ri.world_size, "" if path.exists() else f" and has no {path.name}")
+    seed_everything(seed + ri.rank + 1_000_003 * step)
 
 
 def _resume(out_dir: Path, model, optimizer, scheduler, ema_model, device) -> int:

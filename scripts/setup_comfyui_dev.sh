@@ -10,7 +10,7 @@
 # $AVLAB_TEST_CACHE (default ~/.cache/avlab-tests, ~1.3 GB), never committed.
 #
 # Usage: scripts/setup_comfyui_dev.sh [--install] [--smoke] [COMFYUI_PATH]
-#   --install   pip-install ComfyUI's requirements.txt into the project venv (the only network use;
+#   --install   pip-install ComfyUI's requirements.txt (+ requests, for the tests) into the project venv (the only network use;
 #               torch is already there and is not upgraded when it satisfies the requirement)
 #   --smoke     start ComfyUI once with --quick-test-for-ci to check that it imports
 # Env: VENV (default .venv), PYTHON (interpreter, overrides VENV), COMFYUI_PATH.
@@ -67,7 +67,7 @@ EOF
 
 if [ "$INSTALL" = 1 ]; then
   echo "Installing ComfyUI requirements into $PY ..."
-  "$PY" -m pip install -r "$COMFY/requirements.txt"
+  "$PY" -m pip install --quiet -r "$COMFY/requirements.txt" requests
 fi
 
 if ! "$PY" -c "import aiohttp, yaml, safetensors, torchsde, einops, av, PIL" 2>/dev/null; then

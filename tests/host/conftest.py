@@ -7,6 +7,10 @@ host test module may import anything at top level). ``scripts/setup_comfyui_dev.
 
     COMFYUI_PATH=/path/to/ComfyUI python -m pytest -q tests/host
 
+``AVLAB_REQUIRE_HOST=1`` (set by ``.ci/run``) turns every skip in this tier — a missing or broken
+``COMFYUI_PATH``, a ``skipif``, an ``importorskip`` — into a failure, so CI cannot pass with the host
+tier silently off.
+
 Fixtures (all session-scoped; the server is started once and shared)
 ------------------------------------------------------------------------------------------------
 ``comfyui_path`` -> Path
@@ -61,6 +65,35 @@ elif not (Path(_COMFYUI, "main.py").is_file() and Path(_COMFYUI, "comfy").is_dir
     SKIP_REASON = f"COMFYUI_PATH={_COMFYUI!r} is not a ComfyUI checkout (no main.py / comfy/)"
 else:
     SKIP_REASON = None
+
+
+REQUIRE_HOST = os.environ.get("AVLAB_REQUIRE_HOST", "").strip() not in ("", "0")
+
+
+def _in_host_tier(path) -> bool:
+    return HERE in Path(str(path)).resolve().parents
+
+
+def _fail_skip(report, what: str) -> None:
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = f"AVLAB_REQUIRE_HOST=1 but {what} was skipped: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_HOST and report.skipped and _in_host_tier(collector.path):
+        _fail_skip(report, f"host module {collector.path.name}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_HOST and report.skipped and _in_host_tier(item.fspath) and not hasattr(report, "wasxfail"):
+        _fail_skip(report, f"host test {item.nodeid}")
 
 
 class _SkippedHostModule(pytest.Module):
