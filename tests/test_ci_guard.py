@@ -27,5 +27,5 @@ def test_a_skipped_host_module_fails_when_the_host_is_required():
 
 def test_without_the_requirement_the_host_tier_skips_visibly():
     proc = _pytest_host_module("")
-    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert proc.returncode in (0, 5), proc.stdout[-2000:]  # 5: nothing ran (the module skipped)
     assert "1 skipped" in proc.stdout

@@ -43,3 +43,49 @@ def test_bad_demo_input_is_one_clear_line(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--fps", "0", "--skip-lightcache"]) == 1
     err = capsys.readouterr().err
     assert "fps" in err and "Traceback" not in err
+
+
+def test_doctor_exits_nonzero_and_names_a_missing_codec(monkeypatch, capsys):
+    real = av.codec.Codec
+
+    def no_x264(name, mode="r"):
+        if name == "libx264":
+            raise av.codec.codec.UnknownCodecError(name)
+        return real(name, mode)
+
+    monkeypatch.setattr(av.codec, "Codec", no_x264)
+    assert main(["doctor"]) == 1
+    captured = capsys.readouterr()
+    assert "libx264:w MISSING" in captured.out
+    assert "MISSING (required): codec libx264 (encoder)" in captured.err
+
+
+def test_doctor_exits_nonzero_when_a_required_module_is_missing(monkeypatch, capsys):
+    import avlab.cli as cli
+
+    monkeypatch.setattr(cli, "REQUIRED_MODULES", (*cli.REQUIRED_MODULES, "avlab_no_such_module"))
+    assert main(["doctor"]) == 1
+    assert "avlab_no_such_module" in capsys.readouterr().err
+
+
+def test_bad_option_is_reported_under_the_flag_the_user_typed(tmp_path, capsys):
+    assert main(["scene", "--out", str(tmp_path), "--size", "0"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("avlab scene: option --size expected"), err
+    assert "SceneConfig" not in err and "'height'" not in err and err.endswith("got 0")
+
+
+def test_help_is_plain_text_and_every_option_has_help(capsys):
+    import pytest
+
+    from avlab.cli import build_parser
+
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    top = capsys.readouterr().out
+    assert "``" not in top and "demo" in top and "doctor" in top
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, sp in sub.choices.items():
+        for action in sp._actions:
+            assert action.help, f"{name} {action.option_strings} has no help text"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+import zipfile
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN_RUNTIME = {"torch", "torchvision", "torchaudio"}
@@ -52,8 +55,10 @@ def test_every_subpackage_is_listed_for_installation():
     listed = set(_pyproject()["tool"]["setuptools"]["packages"])
     on_disk = {
         "avlab." + p.parent.relative_to(ROOT).as_posix().replace("/", ".")
-        for p in ROOT.glob("*/__init__.py")
-        if p.parent.name not in {"tests", "benchmarks", "scripts"}
+        if p.parent != ROOT else "avlab"
+        for p in ROOT.glob("**/__init__.py")
+        if p.relative_to(ROOT).parts[0] not in {"tests", "benchmarks", "scripts", ".venv", "out", "build"}
+        and not p.relative_to(ROOT).parts[0].startswith(".")
     } | {"avlab"}
     assert on_disk <= listed
 
@@ -84,3 +89,17 @@ def test_node_modules_never_import_the_host_from_core_packages():
     offenders = [str(p.relative_to(ROOT)) for d in core_dirs for p in d.rglob("*.py")
                  if pattern.search(p.read_text())]
     assert offenders == []
+
+
+def test_a_wheel_ships_every_module_the_weights_and_the_workflows(tmp_path):
+    pytest.importorskip("wheel")
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [whl] = tmp_path.glob("avlab-*.whl")
+    names = set(zipfile.ZipFile(whl).namelist())
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    expected = {f"avlab/{f}" for f in tracked
+                if f.startswith(("weights/", "workflows/")) or
+                (f.endswith(".py") and f.split("/")[0] not in {"tests", "benchmarks", "scripts"})}
+    assert expected - names == set()

@@ -9,7 +9,7 @@ pytest.importorskip("diffusers")
 
 from avlab.common.errors import NodeInputError  # noqa: E402
 from avlab.toymodels import (KINDS, UNET, WAN, WEIGHTS_DIR, ToyLatentCodec, ToyVideoModel,  # noqa: E402
-                             default_config, heldout_loss, train_toy)
+                             default_config, heldout_loss, synthetic_clips, train_toy)
 
 
 def _small(kind, **kw):
@@ -102,6 +102,27 @@ def test_committed_weights_load_and_sample_finite_video(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_committed_record_shows_learning(kind):
-    record = ToyVideoModel.record(kind, WEIGHTS_DIR)["record"]
-    assert record["heldout_loss_trained"] < record["heldout_loss_untrained"]
+def test_committed_weights_beat_their_untrained_init_on_unseen_clips(kind):
+    """Runs the committed model: on synthetic clips from seeds used neither for training (1000+)
+    nor for the recorded held-out loss (2000+), its loss is far below the same architecture's init."""
+    trained = ToyVideoModel.load(kind, WEIGHTS_DIR)
+    cfg = trained.config
+    frames, labels = synthetic_clips(6, cfg.frames, cfg.size, seed=7000)
+    latents = trained.codec.encode(frames)
+    torch.manual_seed(cfg.seed)
+    untrained = ToyVideoModel(cfg)
+    after = heldout_loss(trained, latents, labels, repeats=1, batch=6)
+    before = heldout_loss(untrained, latents, labels, repeats=1, batch=6)
+    assert after < 0.8 * before, (after, before)
+
+
+def test_toy_training_resumes_exactly_on_the_shared_loop(tmp_path):
+    cfg = _small(WAN, steps=6, batch_size=2, warmup=2, lr=2e-3, ema_decay=0.9)
+    lat, labels = _smooth_latents(cfg, 4), torch.tensor([0, 1, 2, 0])
+    full, _ = train_toy(cfg, lat, labels)
+    run = str(tmp_path / "run")
+    train_toy(cfg, lat, labels, out_dir=run, callback=lambda step, m: step < 3)  # stopped at 3 of 6
+    resumed, record = train_toy(cfg, lat, labels, out_dir=run, resume=True)
+    assert record["steps"] == 6 and record["trainer"] == "avlab.common.training"
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)

@@ -40,12 +40,15 @@ class ToyVideoModel:
         return NAMES[self.config.kind]
 
     # -- model calls -------------------------------------------------------------------------------
-    def predict(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """One denoiser call: ``x`` ``[B,C,T,h,w]``, ``timestep`` ``[B]``, ``context`` ``[B,L,W]``."""
+    def predict(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
+                model: torch.nn.Module | None = None) -> torch.Tensor:
+        """One denoiser call: ``x`` ``[B,C,T,h,w]``, ``timestep`` ``[B]``, ``context`` ``[B,L,W]``.
+        ``model`` overrides ``self.model`` (e.g. its DDP wrapper during training)."""
+        net = self.model if model is None else model
         if self.config.kind == UNET:
             ctx = context.repeat_interleave(x.shape[2], dim=0)  # one prompt per frame (AnimateDiff)
-            return self.model(x, timestep, encoder_hidden_states=ctx).sample
-        return self.model(x, timestep, context, return_dict=False)[0]
+            return net(x, timestep, encoder_hidden_states=ctx).sample
+        return net(x, timestep, context, return_dict=False)[0]
 
     def context(self, labels: torch.Tensor) -> torch.Tensor:
         """Class ids (``num_classes`` = null prompt) → context ``[B, tokens, width]``."""
@@ -56,10 +59,11 @@ class ToyVideoModel:
         return self.table.to(next(self.model.parameters()).device)[labels]
 
     def loss(self, latents: torch.Tensor, labels: torch.Tensor,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, model: torch.nn.Module | None = None) -> torch.Tensor:
         """Training objective on clean latents ``[B,C,T,h,w]`` and class ids ``[B]``."""
         fn = ddpm_v_loss if self.config.objective == V_PRED else flow_loss
-        return fn(self.predict, latents, self.context(labels), generator=generator)
+        predict = self.predict if model is None else (lambda x, t, c: self.predict(x, t, c, model=model))
+        return fn(predict, latents, self.context(labels), generator=generator)
 
     @torch.no_grad()
     def sample(self, labels, seed: int = 0, steps: int | None = None, guidance: float | None = None,

@@ -1,21 +1,21 @@
-"""Training of the toy video models (host-free; single process).
+"""Training of the toy video models (host-free).
 
-A minimal AdamW loop (linear warm-up + cosine decay, grad-norm clip 1.0, EMA of the weights,
-classifier-free-guidance dropout of the class prompt) over pre-encoded latent clips. The held-out
+The toy recipe on the pack's shared loop (:mod:`avlab.common.training`: AdamW, linear warm-up +
+cosine decay, grad-norm clip 1.0, EMA with warm-up, exact resume, DDP under torchrun) with
+classifier-free-guidance dropout of the class prompt, over pre-encoded latent clips. The held-out
 loss is measured with a fixed noise/timestep draw so untrained and trained models are compared on
 exactly the same problems. Used by ``scripts/train_toy_video_models.py`` and the tests.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
-import math
 import time
 from typing import Callable
 
 import torch
 
+from ..common.training import IndexedBatches, TrainConfig, train
 from .models import ToyModelConfig
 from .toy import ToyVideoModel
 
@@ -39,52 +39,54 @@ def heldout_loss(toy: ToyVideoModel, latents: torch.Tensor, labels: torch.Tensor
     return total / max(n, 1)
 
 
-def _lr_factor(step: int, warmup: int, total: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    p = (step - warmup) / max(1, total - warmup)
-    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
+def train_config(config: ToyModelConfig, steps: int | None = None, log_every: int = 50,
+                 out_dir: str | None = None, resume: bool = False) -> TrainConfig:
+    """The toy recipe as a shared-loop config: AdamW (β 0.9/0.99), linear warm-up then cosine decay
+    to 5 % of the peak LR, grad-norm clip 1.0, EMA with warm-up (``min(decay, (1+n)/(10+n))``)."""
+    return TrainConfig(steps=config.steps if steps is None else steps, lr=config.lr,
+                       weight_decay=config.weight_decay, betas=(0.9, 0.99), grad_clip=1.0,
+                       ema=config.ema_decay or None, ema_warmup=True, warmup_steps=config.warmup,
+                       cosine=True, min_lr_ratio=0.05, log_every=log_every, seed=config.seed + 1,
+                       device="cpu", progress=False, out_dir=out_dir, resume=resume)
 
 
 def train_toy(config: ToyModelConfig, latents: torch.Tensor, labels: torch.Tensor,
               steps: int | None = None, on_log: Callable[[dict], None] | None = None,
-              log_every: int = 50) -> tuple[ToyVideoModel, dict]:
-    """Train a toy model from ``config.seed`` on latents ``[N,C,T,h,w]`` with class ids ``[N]``.
+              log_every: int = 50, out_dir: str | None = None, resume: bool = False,
+              callback: Callable[[int, dict], bool | None] | None = None) -> tuple[ToyVideoModel, dict]:
+    """Train a toy model from ``config.seed`` on latents ``[N,C,T,h,w]`` with class ids ``[N]``, on the
+    shared loop (:func:`avlab.common.training.train`; ``out_dir`` + ``resume`` continue a stopped run,
+    ``callback(step, metrics)`` returning ``False`` stops it).
 
+    Each step draws a seekable random batch, drops the class prompt with probability
+    ``config.cond_dropout`` (classifier-free guidance) and takes the model's diffusion loss.
     Returns the bundle holding the **EMA** weights (eval mode) and a record (steps, seconds, losses).
     """
-    steps = config.steps if steps is None else steps
+    tcfg = train_config(config, steps, log_every, out_dir, resume)
     torch.manual_seed(config.seed)
     toy = ToyVideoModel(config)
-    toy.model.train()
-    ema = copy.deepcopy(toy.model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(toy.model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                            betas=(0.9, 0.99))
-    g = torch.Generator().manual_seed(config.seed + 1)
-    losses, t0, running = [], time.time(), None
-    for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = config.lr * _lr_factor(step, config.warmup, steps)
-        idx = torch.randint(0, len(latents), (config.batch_size,), generator=g)
-        y = labels[idx].clone()
-        drop = torch.rand(len(y), generator=g) < config.cond_dropout
-        y[drop] = config.num_classes
-        loss = toy.loss(latents[idx], y, generator=g)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(toy.model.parameters(), 1.0)
-        opt.step()
-        decay = min(config.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, p in zip(ema.parameters(), toy.model.parameters()):
-                pe.lerp_(p, 1 - decay)
-        running = float(loss.detach()) if running is None else 0.95 * running + 0.05 * float(loss.detach())
-        if (step + 1) % log_every == 0 or step + 1 == steps:
-            entry = {"step": step + 1, "loss": round(running, 5), "seconds": round(time.time() - t0, 1)}
+    data = IndexedBatches(latents, labels, batch_size=config.batch_size, seed=config.seed + 1)
+
+    def loss_fn(net, batch):
+        x, y = batch
+        y = torch.where(torch.rand(len(y)) < config.cond_dropout, torch.full_like(y, config.num_classes), y)
+        return toy.loss(x, y, model=net)
+
+    losses, t0, running = [], time.time(), [None]
+
+    def on_step(step: int, metrics: dict) -> bool | None:
+        loss = metrics["loss"]
+        running[0] = loss if running[0] is None else 0.95 * running[0] + 0.05 * loss
+        if step % log_every == 0 or step == tcfg.steps:
+            entry = {"step": step, "loss": round(running[0], 5), "seconds": round(time.time() - t0, 1)}
             losses.append(entry)
-            logger.info("toy %s step %d loss %.4f (%.0f s)", config.kind, step + 1, running, entry["seconds"])
+            logger.info("toy %s step %d loss %.4f (%.0f s)", config.kind, step, running[0], entry["seconds"])
             if on_log is not None:
                 on_log(entry)
-    toy.model = ema
-    record = {"steps": steps, "train_seconds": round(time.time() - t0, 1), "loss_curve": losses}
+        return None if callback is None else callback(step, metrics)
+
+    result = train(toy.model, loss_fn, data, tcfg, callback=on_step)
+    toy.model = result.ema_model if result.ema_model is not None else result.model
+    record = {"steps": result.step, "train_seconds": round(time.time() - t0, 1), "loss_curve": losses,
+              "trainer": "avlab.common.training"}
     return toy, record
