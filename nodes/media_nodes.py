@@ -7,6 +7,7 @@ paper method: the I/O every AVLab workflow starts and ends with (design.md, "The
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterable
 
@@ -15,6 +16,7 @@ from comfy_api.latest import io, ui
 
 from ..common import media
 from ..common.errors import NodeInputError
+from ..common.memory import check_memory
 from .media import (
     iter_video_input_frames,
     read_video_input_audio,
@@ -49,6 +51,18 @@ def _gather(chunks: Iterable[torch.Tensor], expected: int) -> torch.Tensor | Non
     if extra:
         return torch.cat([buf[:n], *extra])
     return buf if n == buf.shape[0] else buf[:n].clone()
+
+
+def _check_segment_memory(node: str, info: media.VideoInfo, frames: int, fps, max_side: int) -> None:
+    """Refuse before decoding when the segment's frames (float32 RGB after resizing) and audio
+    would not fit in memory (:func:`~avlab.common.memory.check_memory`)."""
+    w, h = media.output_size(info.width, info.height, max_side=max_side)
+    seconds = float(frames / fps)
+    sr, channels = (info.sample_rate, info.audio_channels or 1) if info.has_audio else (SILENT_SAMPLE_RATE, 1)
+    needed = frames * h * w * 3 * 4 + math.ceil(seconds * sr) * channels * 4
+    check_memory(node, "duration_s", needed,
+                 f"the segment ({frames} frames of {w}x{h} RGB float32 = {seconds:.1f} s at {float(fps):g} fps, "
+                 f"plus {channels}-channel audio; a lower 'max_side' or 'fps' shrinks it too)")
 
 
 class AVLabLoadVideoSegment(io.ComfyNode):
@@ -98,6 +112,7 @@ class AVLabLoadVideoSegment(io.ComfyNode):
         out_fps = target or info.fps
         end = start_s + duration_s if duration_s > 0 else None
         expected = len(media.segment_frame_indices(info.num_frames, info.fps, start_s, end, target))
+        _check_segment_memory(node, info, expected, out_fps, max_side)
         chunks = iter_video_input_frames(video, node=node, start=start_s, end=end, fps=target, max_side=max_side)
         images = _gather(with_progress(chunks, expected), expected)
         if images is None:
@@ -176,14 +191,22 @@ class AVLabSaveVideoWithAudio(io.ComfyNode):
                 metadata.update(cls.hidden.extra_pnginfo)
             if cls.hidden.prompt is not None:
                 metadata["prompt"] = cls.hidden.prompt
-        folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
-            filename_prefix, folder_paths.get_output_directory(), w, h
-        )
+        try:  # ComfyUI's own check refuses prefixes that leave the output folder
+            folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
+                filename_prefix, folder_paths.get_output_directory(), w, h
+            )
+        except OSError:
+            raise
+        except Exception as exc:
+            reason = (str(exc).strip("* \n").splitlines() or [type(exc).__name__])[0]
+            raise NodeInputError(node, "filename_prefix", "a prefix inside the ComfyUI output folder "
+                                 "(no '..' or absolute paths)", f"{filename_prefix!r} ({reason})") from exc
         file = f"{filename}_{counter:05}_.mp4"
         path = os.path.join(folder, file)
         chunks = with_progress(frames.split(16), n)  # views: the encoder converts one chunk at a time
         result = media.write_video(path, chunks, rate, audio=wav, sample_rate=sr, crf=crf,
-                                   metadata=metadata or None, node=node, input_name="images")
+                                   metadata=metadata or None, node=node, input_name="images",
+                                   dest_input="filename_prefix")
         logger.info("%s: wrote %s (%d frames, %dx%d, %s fps)", node, path, result.num_frames, result.width, result.height, rate)
         preview = ui.PreviewVideo([ui.SavedResult(file, subfolder, io.FolderType.output)])
         return io.NodeOutput(video_from_file(path), ui=preview)

@@ -525,3 +525,128 @@ def test_empty_audio_is_an_error():
 def test_audio_matching_rejects_bad_fps(fps):
     with pytest.raises(NodeInputError, match="fps"):
         media.check_audio_matches_frames(torch.zeros(2, 100), 16000, 48, fps)
+
+
+@pytest.mark.parametrize("sample_rate", [0, -16000, 16000.5, None])
+def test_audio_matching_rejects_bad_sample_rate(sample_rate):
+    with pytest.raises(NodeInputError) as err:
+        media.check_audio_matches_frames(torch.zeros(2, 100), sample_rate, 48, 24.0, node="AVLab X")
+    assert err.value.input_name == "sample_rate"
+    assert str(err.value).startswith("AVLab X: input 'sample_rate' expected a positive integer sample rate")
+
+
+# ---------------------------------------------------------------------------------------------
+# bad inputs of the reader and the writer
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def damaged_video(tmp_path_factory):
+    """A 4 s, 24 fps clip with audio whose middle 20 % of bytes are overwritten with noise."""
+    rng = np.random.default_rng(3)
+    path = tmp_path_factory.mktemp("damaged") / "damaged.mp4"
+    frames = torch.from_numpy(rng.integers(0, 256, (96, 32, 48, 3), dtype=np.uint8))
+    media.write_video(path, frames, 24, audio=sine(330, 4.0, 44100, channels=2), sample_rate=44100,
+                      preset="ultrafast", keyframe_interval_s=0.5)
+    data = bytearray(path.read_bytes())
+    lo, hi = int(0.4 * len(data)), int(0.6 * len(data))
+    data[lo:hi] = rng.integers(0, 256, hi - lo, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _damage_time(err: NodeInputError) -> float:
+    import re
+
+    found = re.search(r"at (\d+\.\d+) s \(byte \d+\)", str(err))
+    assert found, str(err)
+    return float(found.group(1))
+
+
+@pytest.mark.parametrize("kind", ["video", "audio"])
+def test_damaged_file_error_names_node_input_file_and_time(damaged_video, kind):
+    with pytest.raises(NodeInputError) as err:
+        if kind == "video":
+            media.read_video_frames(damaged_video, node="AVLab X", input_name="clip")
+        else:
+            media.read_audio(damaged_video, node="AVLab X", input_name="clip")
+    message = str(err.value)
+    assert message.startswith("AVLab X: input 'clip' expected a media file that decodes without errors")
+    assert f"damaged {kind} data in {str(damaged_video)!r}" in message
+    assert 0.5 < _damage_time(err.value) < 3.5          # the damage is in the middle of the 4 s
+    assert isinstance(err.value.__cause__, av.error.FFmpegError)  # PyAV's error stays attached as the cause
+
+
+def test_segments_before_the_damage_still_read(damaged_video):
+    frames = media.read_video_frames(damaged_video, start=0.0, end=0.5)
+    wav, sr = media.read_audio(damaged_video, start=0.0, end=0.5)
+    assert frames.shape == (12, 32, 48, 3) and wav.shape == (2, sr // 2)
+
+
+@pytest.mark.parametrize("chunk_seconds", [0, -1.0, float("nan"), float("inf")])
+def test_iter_audio_rejects_non_positive_chunks(coded_video, chunk_seconds):
+    with media.VideoReader(coded_video[0], node="AVLab X") as reader, pytest.raises(NodeInputError) as err:
+        next(reader.iter_audio(chunk_seconds=chunk_seconds))
+    assert str(err.value).startswith("AVLab X: input 'chunk_seconds' expected a chunk length in seconds > 0")
+
+
+@pytest.mark.parametrize("fps", [Fraction(1, 131072), Fraction(1, 2**31 - 1), Fraction(9999, 1310578928),
+                                 Fraction(2**31), "0.0123456789"])
+def test_write_rejects_fps_the_mp4_time_base_cannot_store(tmp_path, fps):
+    out = tmp_path / "fps.mp4"
+    with pytest.raises(NodeInputError) as err:
+        media.write_video(out, torch.rand(2, 16, 16, 3), fps, preset="ultrafast", node="AVLab X")
+    assert err.value.input_name == "fps"
+    assert str(err.value).startswith(
+        "AVLab X: input 'fps' expected a frame rate h264/mp4 can store: num/den with num <= 2147483647 and "
+        "den <= 131071 (1/131071 .. 2147483647 fps)")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("fps", [Fraction(1, 131071), Fraction(1, 65536), Fraction(2**31 - 1, 131071),
+                                 Fraction(2**31 - 1), Fraction(10**6), Fraction(9999, 131071)])
+def test_write_accepts_the_extreme_fps_it_allows_and_keeps_them_exact(fps):
+    buf = io.BytesIO()
+    media.write_video(buf, torch.rand(3, 16, 16, 3), fps, preset="ultrafast")
+    assert media.probe_video(buf).fps == fps and media.read_video_frames(buf).shape[0] == 3
+
+
+def test_write_creates_missing_output_folders(tmp_path):
+    out = tmp_path / "new" / "sub" / "clip.mp4"
+    media.write_video(out, torch.rand(2, 16, 16, 3), 24, preset="ultrafast")
+    assert media.probe_video(out).num_frames == 2
+
+
+@pytest.mark.parametrize("case", ["parent is a file", "path is a folder"])
+def test_write_to_an_unusable_path_names_the_input_and_the_path(tmp_path, case):
+    (tmp_path / "a_file").write_text("not a folder")
+    bad = tmp_path / "a_file" / "clip.mp4" if case == "parent is a file" else tmp_path
+    with pytest.raises(NodeInputError) as err:
+        media.write_video(bad, torch.rand(2, 16, 16, 3), 24, node="AVLab X", dest_input="filename_prefix")
+    assert str(err.value).startswith(f"AVLab X: input 'filename_prefix' expected a writable output file path, "
+                                     f"got {str(bad)!r} ([Errno")
+    assert (tmp_path / "a_file").read_text() == "not a folder" and tmp_path.is_dir()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_write_refuses_non_finite_frames_naming_the_first_bad_one(tmp_path, bad):
+    def chunks():
+        for k in range(3):
+            chunk = torch.rand(4, 16, 16, 3)
+            if k == 2:
+                chunk[1, 3, 5, 0] = bad      # frame 2 * 4 + 1 = 9
+                chunk[3, 0, 0, 2] = bad
+            yield chunk
+
+    out = tmp_path / "nan.mp4"
+    with pytest.raises(NodeInputError) as err:
+        media.write_video(out, chunks(), 24, preset="ultrafast", node="AVLab X", input_name="images")
+    assert str(err.value) == ("AVLab X: input 'images' expected finite pixel values (no NaN or inf), "
+                              "got NaN/inf pixels in frame 9")
+    assert not out.exists()                  # the half-written file is removed
+
+
+def test_write_refuses_non_finite_first_frame():
+    frames = torch.rand(2, 16, 16, 3)
+    frames[0, 0, 0, 0] = float("nan")
+    with pytest.raises(NodeInputError, match="AVLab: input 'images' expected finite pixel values .* in frame 0$"):
+        media.write_video(io.BytesIO(), frames, 24)

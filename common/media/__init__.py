@@ -49,6 +49,7 @@ from .timing import (  # noqa: F401
     align_audio_to_frames,
     as_fps,
     audio_samples_per_frame,
+    check_audio_matches_frames,
     frame_sample_bounds,
     frame_times,
     num_audio_samples,
@@ -70,12 +71,16 @@ from .reader import (  # noqa: F401
 )
 from .writer import (  # noqa: F401
     AAC_SAMPLE_RATES,
+    MAX_FPS_DENOMINATOR,
+    MAX_FPS_NUMERATOR,
     VideoWriteResult,
     write_video,
 )
 
 __all__ = [
     "AAC_SAMPLE_RATES",
+    "MAX_FPS_DENOMINATOR",
+    "MAX_FPS_NUMERATOR",
     "VideoInfo",
     "VideoReader",
     "VideoWriteResult",
@@ -83,6 +88,7 @@ __all__ = [
     "as_fps",
     "audio_samples_per_frame",
     "audio_to_waveform",
+    "check_audio_matches_frames",
     "frame_sample_bounds",
     "frame_times",
     "frames_to_image",

@@ -94,7 +94,8 @@ class VideoReader:
 
     Opens the container once; :meth:`iter_frames` and :meth:`iter_audio` seek near the segment
     start and decode forward only as far as needed, so memory holds one chunk, never the file.
-    Times are seconds from the container start. One iteration at a time per reader.
+    Times are seconds from the container start. One iteration at a time per reader. Damaged data
+    raises :class:`NodeInputError` with the file, the time and the byte offset of the damage.
 
     Args:
         source: a file path or a seekable binary file object (e.g. ``io.BytesIO``).
@@ -103,6 +104,7 @@ class VideoReader:
 
     def __init__(self, source: Source, *, node: str = "AVLab", input_name: str = "video"):
         self.node, self.input_name = node, input_name
+        self._name = repr(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else f"a {type(source).__name__}"
         self._container = _open_input(source, node, input_name)
         self._fresh = True  # nothing demuxed yet: reading from 0 needs no seek
         c = self._container
@@ -268,18 +270,47 @@ class VideoReader:
 
     def _decoded_frames(self, period: Fraction) -> Iterator[tuple[Fraction, av.VideoFrame]]:
         """Decoded video frames with their exact time (s) from the container start."""
-        vs = self._vs
-        self._fresh = False
-        tb = vs.time_base
+        tb = self._vs.time_base
         last_t: Fraction | None = None
-        for packet in self._container.demux(vs):
-            for frame in packet.decode():
-                if frame.pts is not None:
-                    t = frame.pts * tb - self._origin
-                else:
-                    t = Fraction(0) if last_t is None else last_t + period
-                last_t = t
-                yield t, frame
+        for frame in self._decode(self._vs):
+            if frame.pts is not None:
+                t = frame.pts * tb - self._origin
+            else:
+                t = Fraction(0) if last_t is None else last_t + period
+            last_t = t
+            yield t, frame
+
+    def _decode(self, stream: av.stream.Stream) -> Iterator[Any]:
+        """Demux and decode ``stream`` from the current position.
+
+        A damaged packet raises :class:`NodeInputError` naming the file, the time and the byte
+        offset. Damaged packets are not skipped: that would shift frames against the audio.
+        """
+        self._fresh = False
+        packets = self._container.demux(stream)
+        t: Fraction | None = None
+        pos: int | None = None
+        while True:
+            try:
+                packet = next(packets, None)
+                if packet is None:
+                    return
+                ts = packet.pts if packet.pts is not None else packet.dts
+                if ts is not None:
+                    t = ts * stream.time_base - self._origin
+                if packet.pos is not None and packet.pos >= 0:
+                    pos = packet.pos
+                frames = packet.decode()
+            except av.error.FFmpegError as exc:
+                where = "at an unknown time" if t is None else f"at {float(t):.3f} s"
+                if pos is not None:
+                    where += f" (byte {pos})"
+                raise NodeInputError(
+                    self.node, self.input_name, "a media file that decodes without errors (replace or re-encode it; "
+                    "segments that avoid the damage still read)",
+                    f"damaged {stream.type} data in {self._name} {where}: {getattr(exc, 'strerror', None) or exc}",
+                ) from exc
+            yield from frames
 
     # -- audio
     def iter_audio(self, *, start: float = 0.0, end: float | None = None, chunk_seconds: float = 10.0) -> Iterator[torch.Tensor]:
@@ -289,6 +320,9 @@ class VideoReader:
         starts after the video) are filled with silence so audio stays aligned with the frames.
         Yields nothing when the file has no audio stream.
         """
+        if isinstance(chunk_seconds, bool) or not isinstance(chunk_seconds, (int, float)) or not (
+                math.isfinite(chunk_seconds) and chunk_seconds > 0):
+            raise NodeInputError(self.node, "chunk_seconds", "a chunk length in seconds > 0", chunk_seconds)
         ast = self._as
         if ast is None:
             return
@@ -303,43 +337,38 @@ class VideoReader:
         chunk_n = max(1, int(chunk_seconds * sr))
         # Seek a little early: codecs with overlapping windows (AAC) need a frame of pre-roll.
         self._seek(ast, t0 - Fraction(1, 5))
-        self._fresh = False
         pos = s_start  # next absolute sample index to output
         parts: list[np.ndarray] = []
         pending = 0
         channels = ast.codec_context.channels or 1
         started = False
-        for packet in self._container.demux(ast):
-            for frame in packet.decode():
-                arr = _audio_array(frame)
-                channels = arr.shape[0]
-                s0 = pos if frame.pts is None else _round_half_up((frame.pts * tb - self._origin) * sr)
-                if started and abs(s0 - pos) <= 2:
-                    s0 = pos  # timestamp rounding (e.g. 1/90000 time bases), not a real gap
-                s1 = s0 + arr.shape[1]
-                if s_end is not None and s0 >= s_end:
-                    break
-                if s1 <= pos:
-                    continue
-                if s0 > pos:  # gap in the stream: keep sync with silence
-                    gap_end = s0 if s_end is None else min(s0, s_end)
-                    parts.append(np.zeros((channels, gap_end - pos), np.float32))
-                    pending += gap_end - pos
-                    pos = gap_end
-                hi = s1 if s_end is None else min(s1, s_end)
-                if hi > pos:
-                    parts.append(arr[:, pos - s0 : hi - s0])
-                    pending += hi - pos
-                    pos = hi
-                    started = True
-                while pending >= chunk_n:
-                    block = np.concatenate(parts, axis=1)
-                    yield torch.from_numpy(np.ascontiguousarray(block[:, :chunk_n]))
-                    rest = block[:, chunk_n:]
-                    parts, pending = ([rest] if rest.shape[1] else []), rest.shape[1]
-            else:
+        for frame in self._decode(ast):
+            arr = _audio_array(frame)
+            channels = arr.shape[0]
+            s0 = pos if frame.pts is None else _round_half_up((frame.pts * tb - self._origin) * sr)
+            if started and abs(s0 - pos) <= 2:
+                s0 = pos  # timestamp rounding (e.g. 1/90000 time bases), not a real gap
+            s1 = s0 + arr.shape[1]
+            if s_end is not None and s0 >= s_end:
+                break
+            if s1 <= pos:
                 continue
-            break
+            if s0 > pos:  # gap in the stream: keep sync with silence
+                gap_end = s0 if s_end is None else min(s0, s_end)
+                parts.append(np.zeros((channels, gap_end - pos), np.float32))
+                pending += gap_end - pos
+                pos = gap_end
+            hi = s1 if s_end is None else min(s1, s_end)
+            if hi > pos:
+                parts.append(arr[:, pos - s0 : hi - s0])
+                pending += hi - pos
+                pos = hi
+                started = True
+            while pending >= chunk_n:
+                block = np.concatenate(parts, axis=1)
+                yield torch.from_numpy(np.ascontiguousarray(block[:, :chunk_n]))
+                rest = block[:, chunk_n:]
+                parts, pending = ([rest] if rest.shape[1] else []), rest.shape[1]
         if pending:
             yield torch.from_numpy(np.ascontiguousarray(np.concatenate(parts, axis=1)))
 

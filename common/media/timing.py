@@ -118,13 +118,17 @@ def check_audio_matches_frames(
     waveform: torch.Tensor, sample_rate: int, num_frames: int, fps: FpsLike,
     *, tolerance_frames: float = 1.0, node: str = "AVLab", input_name: str = "audio",
 ) -> torch.Tensor:
-    """Raise unless ``[C,S]`` is non-empty and lasts ``num_frames / fps`` within ``tolerance_frames``.
+    """Raise unless ``[C,S]`` is non-empty and lasts ``num_frames / fps`` within ``tolerance_frames``
+    (``sample_rate`` a positive int, ``fps`` > 0).
 
     For nodes that pair audio with frames (a mismatch means the inputs come from different clips or
     a wrong fps); savers that may trim or pad use :func:`align_audio_to_frames` instead.
     """
     waveform = _check_waveform(waveform, node, input_name)
+    sample_rate = _check_sample_rate(sample_rate, node, "sample_rate")
     rate = as_fps(fps, node=node, input_name="fps")
+    if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) or num_frames < 0:
+        raise NodeInputError(node, "num_frames", "a frame count >= 0", num_frames)
     if waveform.shape[1] == 0:
         raise NodeInputError(node, input_name, "audio with at least one sample", "an empty waveform [C,0]")
     audio_s = waveform.shape[1] / sample_rate

@@ -24,6 +24,12 @@ logger = logging.getLogger(__name__)
 #: Sample rates the AAC encoder accepts.
 AAC_SAMPLE_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
 _LAYOUTS = {1: "mono", 2: "stereo"}
+#: Frame rates h264 in mp4 can store, as an exact ``num/den``: both are 32-bit ints, and FFmpeg's mp4
+#: muxer times a frame in ticks of ``num`` doubled up to >= 10000 per second, which must fit an int32
+#: per frame. ``den <= 131071`` always fits (1/131071 fps writes, 1/131072 fails with EINVAL).
+MAX_FPS_NUMERATOR = 2**31 - 1
+MAX_FPS_DENOMINATOR = 131071
+_AUDIO_BLOCK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -38,14 +44,22 @@ class VideoWriteResult:
     audio_samples: int
 
 
-def _frames_uint8(item: Any, node: str, input_name: str) -> np.ndarray:
-    """One frame ``[H,W,C]`` or a chunk ``[n,H,W,C]`` (float 0..1 or uint8) → uint8 ``[n,H,W,3]``."""
+def _frames_uint8(item: Any, node: str, input_name: str, first_index: int) -> np.ndarray:
+    """One frame ``[H,W,C]`` or a chunk ``[n,H,W,C]`` (float 0..1 or uint8) → uint8 ``[n,H,W,3]``.
+
+    ``first_index`` is the chunk's first frame number, for the error on NaN / inf pixels.
+    """
     x = torch.as_tensor(item) if not isinstance(item, torch.Tensor) else item
     if x.ndim == 3:
         x = x.unsqueeze(0)
     if x.ndim != 4 or 0 in x.shape:
         raise NodeInputError(node, input_name, "frames [H,W,3] or chunks [n,H,W,3]", _describe(item))
     x = _rgb_last(x.detach(), node, input_name)
+    if x.is_floating_point():
+        bad = (~torch.isfinite(x)).flatten(1).any(1).nonzero()
+        if len(bad):
+            raise NodeInputError(node, input_name, "finite pixel values (no NaN or inf)",
+                                 f"NaN/inf pixels in frame {first_index + int(bad[0])}")
     if x.dtype != torch.uint8:
         x = x.to(device="cpu", dtype=torch.float32).mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)
     return x.cpu().contiguous().numpy()
@@ -89,14 +103,17 @@ def write_video(
     metadata: dict[str, Any] | None = None,
     node: str = "AVLab",
     input_name: str = "images",
+    dest_input: str = "dest",
 ) -> VideoWriteResult:
     """Write an mp4 (h264 yuv420p + AAC) from streamed frames.
 
     Args:
-        dest: output path or a seekable binary file object.
+        dest: output path (missing folders are created, as ComfyUI's savers do) or a seekable
+            binary file object.
         frames: iterable of frames ``[H,W,3]`` and/or chunks ``[n,H,W,3]`` (float 0..1 or uint8);
             a ``[T,H,W,3]`` tensor works too. Consumed lazily: only one chunk is held at a time.
-        fps: frame rate (kept exact: 30000/1001 stays 30000/1001).
+        fps: frame rate (kept exact: 30000/1001 stays 30000/1001); ``num/den`` with
+            ``num <= MAX_FPS_NUMERATOR`` and ``den <= MAX_FPS_DENOMINATOR`` (1/131071 .. 2**31-1 fps).
         audio: waveform ``[C,S]`` (C = 1 or 2) or an iterable of ``[C,n]`` chunks; None = no track.
             Audio past the last frame is dropped; with ``pad_audio`` a short track is padded
             with silence to the video length. A tensor at a rate AAC cannot take is resampled
@@ -107,17 +124,24 @@ def write_video(
         even: ``"pad"`` (repeat the last row/column) or ``"crop"`` odd width/height (yuv420p
             needs even sizes).
         metadata: container tags (non-string values are JSON-encoded).
+        node, input_name, dest_input: used in error messages (``dest_input`` names the path's input).
+
+    Frames with NaN / inf pixels are refused (checked per chunk); a failed write leaves no file.
     """
     import json
 
     rate = as_fps(fps, node=node, input_name="fps")
+    if rate.numerator > MAX_FPS_NUMERATOR or rate.denominator > MAX_FPS_DENOMINATOR:
+        raise NodeInputError(
+            node, "fps", f"a frame rate h264/mp4 can store: num/den with num <= {MAX_FPS_NUMERATOR} and den <= "
+            f"{MAX_FPS_DENOMINATOR} (1/{MAX_FPS_DENOMINATOR} .. {MAX_FPS_NUMERATOR} fps)", f"{rate} = {float(rate):.6g} fps")
     if even not in ("pad", "crop"):
         raise NodeInputError(node, "even", "'pad' or 'crop'", even)
     frame_iter = iter([frames] if isinstance(frames, torch.Tensor) and frames.ndim == 3 else frames)
     first = next(frame_iter, None)
     if first is None:
         raise NodeInputError(node, input_name, "at least one frame", "no frames")
-    first = _frames_uint8(first, node, input_name)
+    first = _frames_uint8(first, node, input_name, 0)
     in_h, in_w = first.shape[1:3]
     out_w, out_h = (in_w + in_w % 2, in_h + in_h % 2) if even == "pad" else (in_w - in_w % 2, in_h - in_h % 2)
     if out_w < 2 or out_h < 2:
@@ -136,8 +160,7 @@ def write_video(
                 logger.info("AVLab: resampling audio %d -> %d Hz for AAC", sr, new_sr)
                 wav, sr = resample_audio(wav, sr, new_sr, node=node), new_sr
             channels = wav.shape[0]
-            block = 1 << 16
-            chunk_iter: Iterator[torch.Tensor] = (wav[:, i : i + block] for i in range(0, wav.shape[1], block))
+            chunk_iter: Iterator[torch.Tensor] = (wav[:, i : i + _AUDIO_BLOCK] for i in range(0, wav.shape[1], _AUDIO_BLOCK))
         else:
             if sr not in AAC_SAMPLE_RATES:
                 raise NodeInputError(node, "sample_rate", f"an AAC sample rate {AAC_SAMPLE_RATES} for chunked audio", sr)
@@ -152,14 +175,21 @@ def write_video(
         feeder = _AudioFeeder(chunk_iter, channels, node)
 
     is_path = isinstance(dest, (str, os.PathLike))
-    container = av.open(dest, mode="w", format="mp4", options={"movflags": "use_metadata_tags"})
+    try:
+        if is_path:
+            dest = os.fspath(dest)
+            os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+            open(dest, "ab").close()  # PyAV opens the file only at the first packet: fail here, with the path
+        container = av.open(dest, mode="w", format="mp4", options={"movflags": "use_metadata_tags"})
+    except (OSError, av.error.FFmpegError) as exc:
+        raise NodeInputError(node, dest_input, "a writable output file path", f"{dest!r} ({exc})") from exc
     ok = False
     try:
         for key, value in (metadata or {}).items():
             container.metadata[str(key)] = value if isinstance(value, str) else json.dumps(value)
         vs = container.add_stream("libx264", rate=rate)
         vs.width, vs.height, vs.pix_fmt = out_w, out_h, "yuv420p"
-        vs.codec_context.gop_size = max(1, round(keyframe_interval_s * float(rate)))
+        vs.codec_context.gop_size = min(2**31 - 1, max(1, round(keyframe_interval_s * float(rate))))
         vs.options = {"crf": str(int(crf)), "preset": preset}
         ast = None
         if feeder is not None:
@@ -169,12 +199,12 @@ def write_video(
 
         def put_audio(upto: int) -> None:
             nonlocal a_pos
-            while a_pos < upto:
-                block = feeder.take(upto - a_pos)
+            while a_pos < upto:  # in blocks: one frame at a low fps may own hours of audio
+                block = feeder.take(min(upto - a_pos, _AUDIO_BLOCK))
                 if block.shape[1] == 0:
                     if not pad_audio:
                         return
-                    block = np.zeros((feeder.channels, upto - a_pos), np.float32)
+                    block = np.zeros((feeder.channels, min(upto - a_pos, _AUDIO_BLOCK)), np.float32)
                 af = av.AudioFrame.from_ndarray(block, format="fltp", layout=_LAYOUTS[feeder.channels])
                 af.sample_rate, af.pts, af.time_base = sr, a_pos, Fraction(1, sr)
                 for packet in ast.encode(af):
@@ -199,7 +229,7 @@ def write_video(
                 if feeder is not None:  # interleave: audio up to the end of this frame
                     put_audio(num_audio_samples(n_frames, sr, rate))
             nxt = next(frame_iter, None)
-            chunk = None if nxt is None else _frames_uint8(nxt, node, input_name)
+            chunk = None if nxt is None else _frames_uint8(nxt, node, input_name, n_frames)
         for packet in vs.encode(None):
             container.mux(packet)
         if ast is not None:

@@ -3,8 +3,12 @@ AVLab Save Video With Audio — and their bad-input errors (the server survives 
 
 from __future__ import annotations
 
+import uuid
+
 import av
+import numpy as np
 import pytest
+import torch
 
 from avlab.common import media
 from avlab.synthetic import SceneConfig, make_scene
@@ -91,3 +95,75 @@ def test_missing_input_file_is_rejected_by_the_loader_and_the_server_lives_on(co
         comfy_client.queue_prompt(graph)
     history = comfy_client.run(_segment_graph("media/after_errors", start=0.0, duration=1.0), timeout=300)
     assert comfy_host.output_files(history, "save")
+
+
+def _save_graph(prefix: str) -> dict:
+    return {
+        "image": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 4, "color": 0x336699}},
+        "save": {"class_type": "AVLabSaveVideoWithAudio",
+                 "inputs": {"images": ["image", 0], "fps": 24.0, "filename_prefix": prefix, "crf": 23,
+                            "audio_fit": "pad or trim"}},
+    }
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute"])
+def test_save_refuses_prefixes_outside_the_output_folder(comfy_host, comfy_client, tmp_path_factory, kind):
+    name = f"avlab_escape_{uuid.uuid4().hex[:8]}"
+    if kind == "dotdot":
+        prefix = f"../../{name}/clip"
+        target = (comfy_host.output_dir / "../.." / name).resolve()
+    else:
+        target = tmp_path_factory.mktemp("outside") / name
+        prefix = f"{target}/clip"
+    with pytest.raises(ExecutionFailed) as err:
+        comfy_client.run(_save_graph(prefix), timeout=300)
+    message = err.value.exception_message
+    assert message.startswith("AVLab Save Video With Audio: input 'filename_prefix' expected a prefix inside the "
+                              "ComfyUI output folder (no '..' or absolute paths)")
+    assert repr(prefix) in message and "outside the output folder is not allowed" in message
+    assert not target.exists()                                   # ComfyUI refused before creating anything
+    outside = [p for p in comfy_host.base_dir.parent.rglob(f"{name}*") if comfy_host.output_dir not in p.parents]
+    assert outside == []
+    [path] = comfy_host.output_files(comfy_client.run(_save_graph("media/inside"), timeout=300), "save")
+    assert comfy_host.output_dir in path.parents                 # a prefix inside still saves
+
+
+def test_damaged_file_is_a_named_error_with_the_time(comfy_host, comfy_client, clip):
+    data = bytearray((comfy_host.input_dir / CLIP).read_bytes())
+    lo, hi = int(0.4 * len(data)), int(0.6 * len(data))
+    data[lo:hi] = np.random.default_rng(0).integers(0, 256, hi - lo, dtype=np.uint8).tobytes()
+    (comfy_host.input_dir / "avlab_damaged.mp4").write_bytes(bytes(data))
+    graph = _segment_graph("media/damaged", start=0.0, duration=0.0, fps=0.0)
+    graph["load"]["inputs"]["file"] = "avlab_damaged.mp4"
+    with pytest.raises(ExecutionFailed) as err:
+        comfy_client.run(graph, timeout=300)
+    message = err.value.exception_message
+    assert err.value.node_type == "AVLabLoadVideoSegment"
+    assert message.startswith("AVLab Load Video Segment: input 'video' expected a media file that decodes without "
+                              "errors")
+    assert "damaged video data in" in message and "avlab_damaged.mp4" in message and " s (byte " in message
+
+
+def test_whole_file_segment_is_refused_before_decoding_when_it_does_not_fit(comfy_inprocess, tmp_path, monkeypatch):
+    """``duration_s = 0`` on a file too big for the (overridden) memory limit: refused from the probe alone."""
+    from avlab.nodes import media_nodes
+    from avlab.nodes.media import video_from_file
+
+    path = tmp_path / "clip.mp4"                    # 72 frames of 96x64 + 3 s stereo 44.1 kHz ≈ 6.1 MiB as floats
+    media.write_video(path, torch.rand(72, 64, 96, 3), 24, audio=torch.zeros(2, 3 * 44100), sample_rate=44100,
+                      preset="ultrafast")
+    monkeypatch.setenv("AVLAB_MEMORY_LIMIT_GB", str(10 / 1024))  # 10 MiB available → 5 MiB for one node
+    node = media_nodes.AVLabLoadVideoSegment
+    decoded = []
+    real_iter = media_nodes.iter_video_input_frames
+    monkeypatch.setattr(media_nodes, "iter_video_input_frames", lambda *a, **k: decoded.append(1) or real_iter(*a, **k))
+    with pytest.raises(media_nodes.NodeInputError) as err:
+        node.execute(video_from_file(path), start_s=0.0, duration_s=0.0, fps=0.0, max_side=0)
+    assert str(err.value) == (
+        "AVLab Load Video Segment: input 'duration_s' expected a value whose output fits in memory: the segment "
+        "(72 frames of 96x64 RGB float32 = 3.0 s at 24 fps, plus 2-channel audio; a lower 'max_side' or 'fps' "
+        "shrinks it too) needs about 6.1 MiB, but only 5.0 MiB may be used (50% of 10.0 MiB available; "
+        "set AVLAB_MEMORY_LIMIT_GB to change). Lower 'duration_s'")
+    assert decoded == []                           # refused from the probed header, nothing decoded
+    out = node.execute(video_from_file(path), start_s=0.0, duration_s=0.0, fps=0.0, max_side=48)
+    assert out.result[0].shape == (72, 32, 48, 3) and decoded == [1]   # a smaller max_side fits
