@@ -23,19 +23,25 @@ _SEED = dict(default=0, min=0, max=2**31 - 1, control_after_generate=True,
              tooltip="Seed of the procedural generator: the same seed and settings always give the same result.")
 
 
-def _config(cls, node: str, **values):
-    """Build and validate a synthetic config, naming the node in errors."""
+def _config(cls, node: str, extra_pixel_bytes: int = 0, **values):
+    """Build and validate a synthetic config, naming the node in errors; ``extra_pixel_bytes`` per
+    frame pixel are the node's own outputs, counted in the memory check."""
     known = {f.name for f in fields(cls)}
     config = cls(**{k: v for k, v in values.items() if k in known})
-    config.validate(node)
+    config.validate(node, extra_pixel_bytes)
     return config
+
+
+def _grid_shape(cameras: int) -> tuple[int, int]:
+    """(rows, cols) of the camera grid."""
+    cols = min(cameras, 2) if cameras <= 4 else 3
+    return (cameras + cols - 1) // cols, cols
 
 
 def _grid(views: torch.Tensor) -> torch.Tensor:
     """[K,T,H,W,3] → [T, rows*H, cols*W, 3], cameras tiled row-major (black padding)."""
     K, T, H, W, C = views.shape
-    cols = min(K, 2) if K <= 4 else 3
-    rows = (K + cols - 1) // cols
+    rows, cols = _grid_shape(K)
     out = torch.zeros(T, rows * H, cols * W, C)
     for k in range(K):
         r, c = divmod(k, cols)
@@ -79,7 +85,8 @@ class AVLabSyntheticScene(io.ComfyNode):
                 io.Audio.Output(display_name="audio", tooltip="Stereo soundtrack, frames / fps seconds long."),
                 io.Float.Output(display_name="fps", tooltip="The frame rate (wire it to Create Video / savers)."),
                 io.String.Output(display_name="labels", tooltip="All ground truth as JSON: objects and tracks, impacts "
-                                 "(time, frame, material, surface, x), sentences."),
+                                 "(time, first frame showing the contact, onset sample, material, surface, x), "
+                                 "sentences. Frame t is the scene at t / fps."),
                 io.Image.Output(display_name="depth", tooltip="Depth maps as grey images, 0 (black) near .. 1 far."),
                 io.String.Output(display_name="sentence", tooltip="Referring expression of the target object."),
             ],
@@ -97,7 +104,8 @@ class AVLabSyntheticScene(io.ComfyNode):
     @classmethod
     def execute(cls, seed: int, frames: int, width: int, height: int, fps: float, num_objects: int,
                 sample_rate: int, target_object: int) -> io.NodeOutput:
-        config = _config(SceneConfig, cls.NAME, seed=seed, frames=frames, width=width, height=height, fps=fps,
+        config = _config(SceneConfig, cls.NAME, extra_pixel_bytes=12,       # + the depth as float32 RGB
+                         seed=seed, frames=frames, width=width, height=height, fps=fps,
                          num_objects=num_objects, sample_rate=sample_rate)
         if not 0 <= target_object < num_objects:
             raise NodeInputError(cls.NAME, "target_object", f"0..{num_objects - 1} (< num_objects)", target_object)
@@ -140,8 +148,8 @@ class AVLabSyntheticConcert(io.ComfyNode):
                 io.Image.Output(display_name="views_grid", tooltip="All cameras tiled in one frame (camera 0 = wide, top left)."),
                 io.Audio.Output(display_name="audio", tooltip="The music (mono)."),
                 io.Float.Output(display_name="fps", tooltip="The frame rate."),
-                io.String.Output(display_name="labels", tooltip="JSON: cut times, shots (start, end, camera), phrases, "
-                                 "cameras and 4 s / 2 s-hop segment labels."),
+                io.String.Output(display_name="labels", tooltip="JSON: cut times and frames, shots (start, end, camera), "
+                                 "phrases, cameras and 4 s / 2 s-hop segment labels."),
             ],
             is_experimental=True,
         )
@@ -149,7 +157,9 @@ class AVLabSyntheticConcert(io.ComfyNode):
     @classmethod
     def execute(cls, seed: int, num_cameras: int, duration: float, fps: float, width: int, height: int,
                 sample_rate: int) -> io.NodeOutput:
-        config = _config(ConcertConfig, cls.NAME, seed=seed, num_cameras=num_cameras, duration=duration, fps=fps,
+        rows, cols = _grid_shape(num_cameras)             # + the program and the grid, float32 RGB
+        config = _config(ConcertConfig, cls.NAME, extra_pixel_bytes=12 * (1 + rows * cols), seed=seed,
+                         num_cameras=num_cameras, duration=duration, fps=fps,
                          width=width, height=height, sample_rate=sample_rate)
         concert = make_concert(config)
         logger.info("%s: seed %d, %d cameras, %.1f s, cuts at %s", cls.NAME, seed, num_cameras, duration,

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..common import media
+
 
 @dataclass(frozen=True)
 class Material:
@@ -72,11 +74,12 @@ def pan_gains(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.cos(theta), np.sin(theta)
 
 
-def frames_to_samples(values: np.ndarray, fps: float, num_samples: int, sample_rate: int) -> np.ndarray:
-    """Linearly interpolate a per-frame curve (sampled at frame centres) to audio rate."""
-    frame_times = (np.arange(len(values)) + 0.5) / fps
-    sample_times = np.arange(num_samples) / sample_rate
-    return np.interp(sample_times, frame_times, values)
+def frames_to_samples(values: np.ndarray, fps: float, sample_rate: int) -> np.ndarray:
+    """A per-frame curve at audio rate: frame ``t``'s value sits on the frame's first sample
+    (:func:`avlab.common.media.frame_sample_bounds`), linear in between, held after the last frame;
+    ``round(len(values)·sr/fps)`` samples."""
+    bounds = media.frame_sample_bounds(len(values), sample_rate, fps).numpy()
+    return np.interp(np.arange(bounds[-1]), bounds[:-1], values)
 
 
 def add_at(track: np.ndarray, sound: np.ndarray, start: int) -> None:

@@ -7,6 +7,13 @@ short breath. The ground-truth editor cuts exactly at phrase boundaries and choo
 that shows the new lead (or the wide shot if it already shows it) — "when to cut" is audible, "how
 to cut" is visible. Segment labels follow the paper's protocol: 4 s windows, 2 s hop, label 1 if a
 cut falls inside. Plain numpy + torch, deterministic from :class:`ConcertConfig`.
+
+Time (the pack's rule, :mod:`avlab.common.media`): frame ``t`` shows time ``t / fps`` and owns audio
+samples ``[round(t·sr/fps), round((t+1)·sr/fps))``. Phrase boundaries lie on the frame grid, so a
+phrase that starts on frame ``f`` starts its music on that frame's first sample, and the program cut,
+the spotlight change and the lead's movement all happen exactly on frame ``f`` (``cut_frames``). A
+segment holds the frames of its time window (:func:`~avlab.common.media.segment_frame_indices`) and
+is labelled 1 when a cut falls between two of its frames.
 """
 
 from __future__ import annotations
@@ -18,8 +25,10 @@ import numpy as np
 import torch
 
 from . import audio as sound
-from .scene import COLORS
+from .scene import COLORS, _is_int
+from ..common import media
 from ..common.errors import check_fields
+from ..common.memory import check_memory, format_bytes
 
 #: Instrument timbres: harmonic amplitudes and octave shift (relative to the phrase key).
 INSTRUMENTS: dict[str, tuple[tuple[float, ...], int]] = {
@@ -32,6 +41,18 @@ INSTRUMENTS: dict[str, tuple[tuple[float, ...], int]] = {
 }
 PENTATONIC = (0, 2, 4, 7, 9, 12, 14)
 BREATH = 0.35          # s of near-silence at the end of every phrase
+
+#: Peak bytes of :func:`make_concert` per pixel of one camera frame (× frames): the stage, rendered at
+#: twice the camera size (48), the camera being resized (12) and its temporaries (8), plus 12 per
+#: camera view; per audio sample: the mix and its temporaries (10) plus 4 per performer part. Measured
+#: peaks (VmHWM: 80 frames of 160×90 with 3 / 5 cameras; 60 s at 48 kHz with 4 / 6 performers) are
+#: 68 + 12·cameras B/pixel and 10 + 4·performers B/sample, up to 7 % more with two torch threads;
+#: ``_MEMORY_FACTOR`` is the headroom over them.
+_STAGE_PIXEL_BYTES = 68
+_CAMERA_PIXEL_BYTES = 12
+_SAMPLE_BYTES = 10
+_PERFORMER_SAMPLE_BYTES = 4
+_MEMORY_FACTOR = 1.2
 
 
 @dataclass(frozen=True)
@@ -47,7 +68,9 @@ class ConcertConfig:
     min_phrase: float = 3.0
     max_phrase: float = 8.0
 
-    def validate(self, node: str = "ConcertConfig") -> None:
+    def validate(self, node: str = "ConcertConfig", extra_pixel_bytes: int = 0) -> None:
+        """Raise :class:`NodeInputError` naming the bad field, or the field to lower when the concert
+        (plus ``extra_pixel_bytes`` per camera-frame pixel of the caller's outputs) would not fit in memory."""
         checks = (
             ("num_cameras", 2 <= self.num_cameras <= self.num_performers + 1,
              f"2..{self.num_performers + 1} cameras (one wide + one close-up per performer group)"),
@@ -56,10 +79,43 @@ class ConcertConfig:
             ("fps", math.isfinite(self.fps) and self.fps > 0, "a frame rate > 0"),
             ("height", self.height >= 16, "≥ 16 pixels"),
             ("width", self.width >= 16, "≥ 16 pixels"),
-            ("sample_rate", self.sample_rate >= 8000, "≥ 8000 Hz"),
+            ("sample_rate", _is_int(self.sample_rate) and self.sample_rate >= 8000, "an integer ≥ 8000 Hz"),
             ("min_phrase", 1.0 <= self.min_phrase <= self.max_phrase, "1 s ≤ min_phrase ≤ max_phrase"),
         )
         check_fields(self, node, checks)
+        lo, hi = self.phrase_frames
+        check_fields(self, node, (("fps", lo <= hi, "a frame rate at which a phrase of min_phrase..max_phrase "
+                                   "seconds can last a whole number of frames"),))
+        self.check_memory(node, extra_pixel_bytes)
+
+    @property
+    def num_frames(self) -> int:
+        """Frames of the concert: ``duration · fps`` rounded (ties up); the audio lasts exactly
+        ``num_frames / fps``."""
+        return max(1, math.floor(self.duration * self.fps + 0.5))
+
+    @property
+    def phrase_frames(self) -> tuple[int, int]:
+        """Shortest and longest phrase in frames: ``ceil(min_phrase·fps)``, ``floor(max_phrase·fps)``."""
+        return math.ceil(self.min_phrase * self.fps - 1e-9), math.floor(self.max_phrase * self.fps + 1e-9)
+
+    def memory_bytes(self, extra_pixel_bytes: int = 0) -> tuple[int, int]:
+        """Estimated peak of :func:`make_concert` as (video part, audio part) in bytes;
+        ``extra_pixel_bytes`` per camera-frame pixel adds a caller's own outputs (a node's program/grid)."""
+        pixels = self.num_frames * self.height * self.width
+        per_pixel = _STAGE_PIXEL_BYTES + _CAMERA_PIXEL_BYTES * self.num_cameras + extra_pixel_bytes
+        samples = media.num_audio_samples(self.num_frames, self.sample_rate, self.fps)
+        per_sample = _SAMPLE_BYTES + _PERFORMER_SAMPLE_BYTES * self.num_performers
+        return int(_MEMORY_FACTOR * pixels * per_pixel), int(_MEMORY_FACTOR * samples * per_sample)
+
+    def check_memory(self, node: str = "ConcertConfig", extra_pixel_bytes: int = 0) -> None:
+        """Refuse (:func:`avlab.common.memory.check_memory`) a concert that would not fit in memory,
+        naming ``duration`` (or ``sample_rate`` when the audio dominates)."""
+        video, audio = self.memory_bytes(extra_pixel_bytes)
+        what = (f"{self.num_frames} frames ({self.duration:g} s at {self.fps:g} fps) of {self.num_cameras} "
+                f"cameras at {self.width}×{self.height} ({format_bytes(video)}) + {self.sample_rate} Hz audio "
+                f"({format_bytes(audio)})")
+        check_memory(node, "duration" if video >= audio else "sample_rate", video + audio, what)
 
 
 @dataclass
@@ -84,14 +140,17 @@ class Concert:
     def cut_times(self) -> list[float]:
         return [start for start, _, _ in self.shots[1:]]
 
+    @property
+    def cut_frames(self) -> list[int]:
+        """First frame of every shot after the first (the program and the spotlight switch there)."""
+        return [phrase["start_frame"] for phrase in self.phrases[1:]]
+
     def camera_per_frame(self) -> torch.Tensor:
         """[T] camera index of the ground-truth edit at each frame."""
-        T = self.views.shape[1]
-        times = (np.arange(T) + 0.5) / self.fps
-        cams = np.zeros(T, np.int64)
-        for start, end, cam in self.shots:
-            cams[(times >= start) & (times < end)] = cam
-        return torch.from_numpy(cams)
+        cams = torch.zeros(self.views.shape[1], dtype=torch.int64)
+        for phrase, (_, _, cam) in zip(self.phrases, self.shots):
+            cams[phrase["start_frame"]:phrase["end_frame"]] = cam
+        return cams
 
     def program(self) -> torch.Tensor:
         """[T,H,W,3] the ground-truth edit."""
@@ -99,39 +158,44 @@ class Concert:
         return self.views[cams, torch.arange(len(cams))]
 
     def segment_labels(self, segment: float = 4.0, hop: float = 2.0) -> list[dict]:
-        """Paper protocol (§3 data): windows of ``segment`` s every ``hop`` s; label 1 if a cut
-        falls strictly inside. ``since_last_cut`` is the time from the last cut (or start) to the
-        window start."""
-        out, cuts, start = [], self.cut_times, 0.0
-        while start + segment <= self.config.duration + 1e-9:
-            end = start + segment
-            previous = [c for c in cuts if c <= start]
-            out.append({"start": round(start, 4), "end": round(end, 4),
-                        "label": int(any(start < c < end for c in cuts)),
-                        "since_last_cut": round(start - (previous[-1] if previous else 0.0), 4)})
-            start += hop
+        """Paper protocol (§3 data): windows of ``segment`` s every ``hop`` s, each holding the frames
+        ``[start_frame, end_frame)`` of its time span (:func:`avlab.common.media.segment_frame_indices`);
+        label 1 if a cut falls between two of them. ``since_last_cut`` is the time from the last cut
+        (or the start) to the window's first frame."""
+        T, out, cuts, i = self.views.shape[1], [], self.cut_frames, 0
+        while i * hop + segment <= T / self.fps + 1e-9:
+            start, i = i * hop, i + 1
+            frames = media.segment_frame_indices(T, self.fps, start, start + segment)
+            lo, hi = int(frames[0]), int(frames[-1]) + 1
+            previous = [c for c in cuts if c <= lo]
+            out.append({"start": round(start, 4), "end": round(start + segment, 4), "start_frame": lo,
+                        "end_frame": hi, "label": int(any(lo < c < hi for c in cuts)),
+                        "since_last_cut": round((lo - (previous[-1] if previous else 0)) / self.fps, 4)})
         return out
 
     def labels(self) -> dict:
-        return {"config": asdict(self.config), "cut_times": self.cut_times,
+        return {"config": asdict(self.config), "cut_times": self.cut_times, "cut_frames": self.cut_frames,
                 "shots": [list(s) for s in self.shots], "phrases": self.phrases,
                 "performers": self.performers, "cameras": self.cameras,
                 "segments": self.segment_labels()}
 
 
 def _phrases(cfg: ConcertConfig, rng: np.random.Generator) -> list[dict]:
-    bounds = [0.0]
-    while cfg.duration - bounds[-1] > cfg.max_phrase:
-        bounds.append(bounds[-1] + rng.uniform(cfg.min_phrase, cfg.max_phrase))
-    if cfg.duration - bounds[-1] < cfg.min_phrase and len(bounds) > 1:
+    """Phrases of ``phrase_frames`` frames (whole frames: boundaries on the frame grid)."""
+    T, (lo, hi) = cfg.num_frames, cfg.phrase_frames
+    bounds = [0]
+    while T - bounds[-1] > hi:
+        bounds.append(bounds[-1] + int(rng.integers(lo, hi + 1)))
+    if T - bounds[-1] < lo and len(bounds) > 1:
         bounds.pop()
-        if cfg.duration - bounds[-1] > cfg.max_phrase:            # split the long tail in two
-            bounds.append((bounds[-1] + cfg.duration) / 2)
-    bounds.append(cfg.duration)
+        if T - bounds[-1] > hi:                                     # split the long tail in two
+            bounds.append((bounds[-1] + T) // 2)
+    bounds.append(T)
     phrases, lead = [], -1
     for a, b in zip(bounds[:-1], bounds[1:]):
         lead = int(rng.choice([p for p in range(cfg.num_performers) if p != lead]))
-        phrases.append({"start": round(a, 4), "end": round(b, 4), "lead": lead,
+        phrases.append({"start": round(a / cfg.fps, 4), "end": round(b / cfg.fps, 4), "start_frame": a,
+                        "end_frame": b, "lead": lead,
                         "root_hz": float(196.0 * 2 ** (rng.integers(0, 12) / 12)),
                         "bpm": float(rng.uniform(90, 140))})
     return phrases
@@ -176,12 +240,12 @@ def _note(freq: float, harmonics, n: int, sr: int, vibrato: float) -> np.ndarray
 
 
 def _music(cfg: ConcertConfig, phrases, performers, rng) -> tuple[np.ndarray, np.ndarray]:
-    """Mono mix and per-performer signals ``[P,S]``."""
+    """Mono mix and per-performer signals ``[P,S]``; a phrase starts on its first frame's first sample."""
     sr = cfg.sample_rate
-    S = int(round(cfg.duration * sr))
-    parts = np.zeros((cfg.num_performers, S), np.float32)
+    bounds = media.frame_sample_bounds(cfg.num_frames, sr, cfg.fps).tolist()
+    parts = np.zeros((cfg.num_performers, bounds[-1]), np.float32)
     for phrase in phrases:
-        a, b = int(phrase["start"] * sr), int((phrase["end"] - BREATH) * sr)
+        a, b = bounds[phrase["start_frame"]], bounds[phrase["end_frame"]] - int(BREATH * sr)
         beat = 60.0 / phrase["bpm"]
         root = phrase["root_hz"]
         # accompaniment: a chord held by everyone but the lead, swelling in and out
@@ -217,11 +281,11 @@ def _music(cfg: ConcertConfig, phrases, performers, rng) -> tuple[np.ndarray, np
 
 
 def _activity(parts: np.ndarray, cfg: ConcertConfig, frames: int) -> np.ndarray:
-    """[P,T] RMS of each performer's part per video frame, 0..1."""
-    sr = cfg.sample_rate
+    """[P,T] RMS of each performer's part over each video frame's samples, 0..1."""
+    bounds = media.frame_sample_bounds(frames, cfg.sample_rate, cfg.fps).tolist()
     out = np.zeros((parts.shape[0], frames), np.float32)
     for t in range(frames):
-        a, b = int(t / cfg.fps * sr), int((t + 1) / cfg.fps * sr)
+        a, b = bounds[t], bounds[t + 1]
         out[:, t] = np.sqrt((parts[:, a:b] ** 2).mean(1)) if b > a else 0.0
     return out / max(1e-6, out.max())
 
@@ -236,8 +300,8 @@ def _render_stage(cfg: ConcertConfig, performers, phrases, activity, stage_h, st
     base[~wall] *= (0.7 + 0.3 * (ys[~wall] / stage_h))[:, None]
     frames = np.repeat(base[None], T, axis=0)
     lead_at = np.zeros(T, np.int64)
-    for phrase in phrases:
-        lead_at[int(phrase["start"] * cfg.fps):int(math.ceil(phrase["end"] * cfg.fps))] = phrase["lead"]
+    for phrase in phrases:                  # the same frames as Concert.camera_per_frame
+        lead_at[phrase["start_frame"]:phrase["end_frame"]] = phrase["lead"]
     unit = stage_w / cfg.num_performers
     for t in range(T):
         frame = frames[t]
@@ -259,7 +323,7 @@ def _render_stage(cfg: ConcertConfig, performers, phrases, activity, stage_h, st
             v = -(xs - icx) * math.sin(angle) + (ys - icy) * math.cos(angle)
             instrument = (u / (0.16 * unit)) ** 2 + (v / (0.06 * unit)) ** 2 < 1.0
             frame[instrument] = colour * (0.6 + 0.4 * act)
-    return np.clip(frames, 0.0, 1.0)
+    return np.clip(frames, 0.0, 1.0, out=frames)
 
 
 def make_concert(config: ConcertConfig | None = None, **overrides) -> Concert:
@@ -273,19 +337,18 @@ def make_concert(config: ConcertConfig | None = None, **overrides) -> Concert:
     phrases = _phrases(cfg, rng)
     for ph in phrases:
         ph["instrument"] = performers[ph["lead"]]["instrument"]
-    frames = max(1, int(round(cfg.duration * cfg.fps)))
+    frames = cfg.num_frames
     stage_h, stage_w = 2 * cfg.height, 2 * cfg.width
     cameras = _camera_windows(cfg, stage_w, stage_h)
     mix, parts = _music(cfg, phrases, performers, rng)
     activity = _activity(parts, cfg, frames)
     stage = torch.from_numpy(_render_stage(cfg, performers, phrases, activity, stage_h, stage_w))
     stage = stage.permute(0, 3, 1, 2)
-    views = []
-    for cam in cameras:
+    views = torch.empty(len(cameras), frames, cfg.height, cfg.width, 3)
+    for k, cam in enumerate(cameras):
         x0, y0, x1, y1 = cam["window"]
-        crop = stage[:, :, y0:y1, x0:x1]
-        views.append(torch.nn.functional.interpolate(crop, size=(cfg.height, cfg.width), mode="bilinear",
-                                                     antialias=True, align_corners=False))
-    views_t = torch.stack(views).permute(0, 1, 3, 4, 2).clamp(0, 1).contiguous()
-    return Concert(config=cfg, views=views_t, audio=torch.from_numpy(mix), phrases=phrases,
+        views[k] = torch.nn.functional.interpolate(stage[:, :, y0:y1, x0:x1], size=(cfg.height, cfg.width),
+                                                   mode="bilinear", antialias=True,
+                                                   align_corners=False).permute(0, 2, 3, 1)
+    return Concert(config=cfg, views=views.clamp_(0, 1), audio=torch.from_numpy(mix), phrases=phrases,
                    shots=_shots(phrases, cameras), performers=performers, cameras=cameras)

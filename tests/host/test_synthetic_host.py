@@ -8,7 +8,7 @@ import json
 import av
 import pytest
 
-from comfy_host import PromptRejected
+from comfy_host import ExecutionFailed, PromptRejected
 
 
 def _scene_graph(prefix: str, **scene) -> dict:
@@ -70,6 +70,27 @@ def test_synthetic_concert_runs_and_reports_its_cuts(comfy_host, comfy_client):
 def test_synthetic_scene_rejects_bad_inputs_with_named_errors(comfy_client, bad, name):
     with pytest.raises(PromptRejected, match=name):
         comfy_client.queue_prompt(_scene_graph("synthetic/bad", **bad))
+
+
+@pytest.mark.parametrize("node,widgets,name", [
+    ("AVLabSyntheticScene", dict(frames=2400, width=2048, height=2048, num_objects=8, target_object=0), "frames"),
+    ("AVLabSyntheticConcert", dict(seed=0, num_cameras=5, duration=600.0, fps=60.0, width=2048, height=2048,
+                                   sample_rate=16000), "duration"),
+])
+def test_synthetic_maxima_are_refused_before_allocating(comfy_client, node, widgets, name):
+    """The widgets' maxima need hundreds of GiB: the node fails at once with the estimate and the input
+    to lower (the server's memory stays untouched)."""
+    if node == "AVLabSyntheticScene":
+        graph = _scene_graph("synthetic/huge", **widgets)
+    else:
+        graph = {"concert": {"class_type": node, "inputs": widgets},
+                 "grid": {"class_type": "PreviewImage", "inputs": {"images": ["concert", 1]}}}
+    with pytest.raises(ExecutionFailed) as err:
+        comfy_client.run(graph, timeout=120)
+    assert err.value.exception_type.endswith("NodeInputError")
+    message = err.value.exception_message
+    assert f"input '{name}' expected a value whose output fits in memory" in message
+    assert "GiB" in message and f"Lower '{name}'" in message
 
 
 def test_synthetic_scene_labels_are_json_with_the_sentence(comfy_inprocess):
