@@ -20,6 +20,7 @@ NODE_MODULES = (
     "media_nodes",
     "lightcache",
     "lightcache_decode",
+    "concert",
 )
 
 

@@ -150,6 +150,8 @@ class AVLabSyntheticConcert(io.ComfyNode):
                 io.Float.Output(display_name="fps", tooltip="The frame rate."),
                 io.String.Output(display_name="labels", tooltip="JSON: cut times and frames, shots (start, end, camera), "
                                  "phrases, cameras and 4 s / 2 s-hop segment labels."),
+                io.Custom("AVLAB_CAMERAS").Output(display_name="cameras",
+                                                  tooltip="Every camera, for the AVLab/Concert nodes (camera_1 = wide)."),
             ],
             is_experimental=True,
         )
@@ -164,9 +166,12 @@ class AVLabSyntheticConcert(io.ComfyNode):
         concert = make_concert(config)
         logger.info("%s: seed %d, %d cameras, %.1f s, cuts at %s", cls.NAME, seed, num_cameras, duration,
                     concert.cut_times)
+        from .concert import CameraSet
+
+        cameras = CameraSet(list(concert.views), media.as_fps(fps), [f"camera_{k + 1}" for k in range(num_cameras)])
         return io.NodeOutput(concert.program(), _grid(concert.views),
                              media.waveform_to_audio(concert.audio, sample_rate), float(fps),
-                             json.dumps(concert.labels()))
+                             json.dumps(concert.labels()), cameras)
 
 
 NODES = [AVLabSyntheticScene, AVLabSyntheticConcert]

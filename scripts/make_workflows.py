@@ -261,7 +261,50 @@ def synthetic_scene_preview(object_info: dict) -> dict:
     return build_ui_workflow(nodes, object_info, notes, workflow_id="synthetic_scene_preview")
 
 
+def concert_multicam_edit(object_info: dict) -> dict:
+    """Concert cutting (papers.md §3): when to cut, which camera next, the rendered edit, the edit list."""
+    nodes = {
+        "concert": Node("AVLabSyntheticConcert", title="Cameras + master audio (replace with your recordings)",
+                        widgets={"seed": 7, "num_cameras": 3, "duration": 60.0, "fps": 5.0, "width": 256,
+                                 "height": 144, "sample_rate": 16000}),
+        "models": Node("AVLabConcertModelLoader", widgets={"model": "built-in (synthetic domain)"}),
+        "cuts": Node("AVLabConcertCutPoints", links={"models": ("models", 0), "audio": ("concert", 2),
+                                                     "cameras": ("concert", 5)},
+                     widgets={"variant": "audio", "threshold": -1.0, "min_shot_s": 2.0, "max_shot_s": 20.0,
+                              "fps": 5.0}),
+        "plot": Node("PreviewImage", title="P(cut) per 4 s segment, and the cuts", links={"images": ("cuts", 2)}),
+        "select": Node("AVLabCameraSelector", links={"models": ("models", 0), "cuts": ("cuts", 0),
+                                                     "cameras": ("concert", 5)},
+                       widgets={"first_camera": 1}),
+        "render": Node("AVLabRenderEdit", links={"edit_list": ("select", 0), "cameras": ("concert", 5),
+                                                 "audio": ("concert", 2)}),
+        "save": Node("SaveVideo", links={"video": ("render", 0)},
+                     widgets={"filename_prefix": "AVLab/concert_edit", "format": "mp4", "codec": "h264"}),
+        "save_list": Node("AVLabSaveEditList", links={"edit_list": ("select", 0)},
+                          widgets={"filename_prefix": "AVLab/concert_edit_list"}),
+        "truth": Node("PreviewAny", title="Ground truth of the synthetic concert", links={"source": ("concert", 4)}),
+    }
+    notes = [
+        Note(title="Concert cutting (AVLab)", text=(
+            "When to cut: AVLab Concert Cut Points scores every 4 s segment of the music (2 s hop) with the "
+            "when-to-cut model (log-mel audio + time since the last cut; the multimodal variant also sees the "
+            "latest frame) and cuts on the music inside the segments it picks, every shot between min_shot_s "
+            "and max_shot_s.\nHow to cut: AVLab Camera Selector lets the how-to-cut model choose the next "
+            "camera at every cut. AVLab Render Edit assembles the program with the master audio; Save Edit "
+            "List writes .json, .edl (CMX 3600) and .otio for editing software.\n\n"
+            "Weights: the built-in models (trained on the pack's synthetic concerts) need no download. Your "
+            "own: a folder in ComfyUI/models/avlab/concert/ with when_audio.safetensors + .json, how."
+            "safetensors + .json (optional when_multimodal.*), made by `python -m avlab train concert-when` / "
+            "`concert-how`.\nYour recordings: Load Video → Get Video Components per camera → AVLab Camera Set "
+            "(same length, size and fps); the master audio into Cut Points and Render Edit. Long concerts: "
+            "`python -m avlab concert edit cam1.mp4 cam2.mp4 ... --audio master.wav` streams the files.\n"
+            "Output: ComfyUI/output/AVLab/.")),
+    ]
+    return build_ui_workflow(nodes, object_info, notes, workflow_id="concert_multicam_edit")
+
+
 WORKFLOWS: dict[str, Callable[[dict], dict]] = {
+    "concert_multicam_edit.json": concert_multicam_edit,
     "lightcache_animatediff_sd15.json": lightcache_animatediff_sd15,
     "lightcache_svd_img2vid.json": lightcache_svd_img2vid,
     "lightcache_wan21_t2v.json": lightcache_wan21_t2v,

@@ -6,7 +6,25 @@ melody, stands in a spotlight and moves most), a key and a tempo, and ends with 
 short breath. The ground-truth editor cuts exactly at phrase boundaries and chooses the close-up
 that shows the new lead (or the wide shot if it already shows it) — "when to cut" is audible, "how
 to cut" is visible. Segment labels follow the paper's protocol: 4 s windows, 2 s hop, label 1 if a
-cut falls inside. Plain numpy + torch, deterministic from :class:`ConcertConfig`.
+cut falls inside (:func:`segment_starts`). Plain numpy + torch, deterministic from :class:`ConcertConfig`.
+
+No shortcuts (the cutting models must hear the phrase change and see the lead):
+
+* ``inner_breaths``: a phrase may be played as two or three *sentences*, each ending in the same
+  breath (same silence, same accompaniment swell, same accented restart, on the frame grid) as a
+  phrase end, with no cut: silence alone does not mark a cut, the change of lead instrument,
+  key, tempo and accompaniment after it does.
+* ``lighting``: every camera auto-exposes (each frame is scaled to a target mean brightness: the
+  camera's mean over the concert times a slow drift ``1 ± lighting``, periods of 6–15 s, independent
+  of the phrases), the spotlight's strength varies per phrase (``(1 − lighting)..1`` of full) and a
+  dimmer wash light (30–65 % of the spotlight) falls on another performer, moving every 2–6 s
+  independently of the phrases: the lit close-up is not the brightest picture, nor the only one
+  with a glow; the strongest glow among the cameras tells the lead. The brightest wall patch of
+  the wide view stays on the lead on every frame.
+* Phrase lengths are drawn uniformly in ``min_phrase..max_phrase``; a wide range (the cutting
+  proof uses 3–14 s) keeps the time since the last cut a weak predictor.
+
+``inner_breaths=0, lighting=0`` renders the concerts of earlier versions exactly.
 
 Time (the pack's rule, :mod:`avlab.common.media`): frame ``t`` shows time ``t / fps`` and owns audio
 samples ``[round(t·sr/fps), round((t+1)·sr/fps))``. Phrase boundaries lie on the frame grid, so a
@@ -40,7 +58,8 @@ INSTRUMENTS: dict[str, tuple[tuple[float, ...], int]] = {
     "piano": ((1.0, 0.4, 0.25, 0.15, 0.1, 0.05), 0),
 }
 PENTATONIC = (0, 2, 4, 7, 9, 12, 14)
-BREATH = 0.35          # s of near-silence at the end of every phrase
+BREATH = 0.35          # s of near-silence at the end of every phrase (and of every sentence inside one)
+MIN_SENTENCE = 1.5     # s: shortest sentence of a phrase split by inner breaths
 
 #: Peak bytes of :func:`make_concert` per pixel of one camera frame (× frames): the stage, rendered at
 #: twice the camera size (48), the camera being resized (12) and its temporaries (8), plus 12 per
@@ -67,6 +86,8 @@ class ConcertConfig:
     num_performers: int = 4
     min_phrase: float = 3.0
     max_phrase: float = 8.0
+    inner_breaths: float = 0.6      # probability that a phrase holds a breath without a cut (a 2nd: p²)
+    lighting: float = 0.3           # auto-exposure drift, spotlight jitter, wash light (0 = none)
 
     def validate(self, node: str = "ConcertConfig", extra_pixel_bytes: int = 0) -> None:
         """Raise :class:`NodeInputError` naming the bad field, or the field to lower when the concert
@@ -81,6 +102,8 @@ class ConcertConfig:
             ("width", self.width >= 16, "≥ 16 pixels"),
             ("sample_rate", _is_int(self.sample_rate) and self.sample_rate >= 8000, "an integer ≥ 8000 Hz"),
             ("min_phrase", 1.0 <= self.min_phrase <= self.max_phrase, "1 s ≤ min_phrase ≤ max_phrase"),
+            ("inner_breaths", 0.0 <= self.inner_breaths <= 1.0, "a probability in 0..1"),
+            ("lighting", 0.0 <= self.lighting <= 0.5, "0..0.5 (exposure drift ±, spotlight jitter; 0 = off)"),
         )
         check_fields(self, node, checks)
         lo, hi = self.phrase_frames
@@ -158,13 +181,12 @@ class Concert:
         return self.views[cams, torch.arange(len(cams))]
 
     def segment_labels(self, segment: float = 4.0, hop: float = 2.0) -> list[dict]:
-        """Paper protocol (§3 data): windows of ``segment`` s every ``hop`` s, each holding the frames
-        ``[start_frame, end_frame)`` of its time span (:func:`avlab.common.media.segment_frame_indices`);
-        label 1 if a cut falls between two of them. ``since_last_cut`` is the time from the last cut
-        (or the start) to the window's first frame."""
-        T, out, cuts, i = self.views.shape[1], [], self.cut_frames, 0
-        while i * hop + segment <= T / self.fps + 1e-9:
-            start, i = i * hop, i + 1
+        """Paper protocol (§3 data): windows of ``segment`` s every ``hop`` s (:func:`segment_starts`),
+        each holding the frames ``[start_frame, end_frame)`` of its time span
+        (:func:`avlab.common.media.segment_frame_indices`); label 1 if a cut falls between two of them.
+        ``since_last_cut`` is the time from the last cut (or the start) to the window's first frame."""
+        T, out, cuts = self.views.shape[1], [], self.cut_frames
+        for start in segment_starts(T / self.fps, segment, hop):
             frames = media.segment_frame_indices(T, self.fps, start, start + segment)
             lo, hi = int(frames[0]), int(frames[-1]) + 1
             previous = [c for c in cuts if c <= lo]
@@ -178,6 +200,17 @@ class Concert:
                 "shots": [list(s) for s in self.shots], "phrases": self.phrases,
                 "performers": self.performers, "cameras": self.cameras,
                 "segments": self.segment_labels()}
+
+
+def segment_starts(duration: float, segment: float = 4.0, hop: float = 2.0) -> list[float]:
+    """Start times (s) of the paper's windows (§3 data): ``segment`` s long every ``hop`` s, each wholly
+    inside ``[0, duration]`` (the protocol of :meth:`Concert.segment_labels` and of the cutting models'
+    features, :func:`avlab.concert_edit.features.segment_times`)."""
+    out, i = [], 0
+    while i * hop + segment <= duration + 1e-9:
+        out.append(i * hop)
+        i += 1
+    return out
 
 
 def _phrases(cfg: ConcertConfig, rng: np.random.Generator) -> list[dict]:
@@ -239,13 +272,40 @@ def _note(freq: float, harmonics, n: int, sr: int, vibrato: float) -> np.ndarray
     return np.asarray(out) * attack * release
 
 
+def _sentences(cfg: ConcertConfig, phrases: list[dict], rng: np.random.Generator) -> list[tuple[int, int, dict]]:
+    """``(start_frame, end_frame, phrase)`` of every sentence: a phrase holds one inner breath with
+    probability ``inner_breaths`` (a second one with its square) where sentences of at least
+    ``MIN_SENTENCE`` fit; splits lie on the frame grid like the phrase boundaries."""
+    shortest = math.ceil(MIN_SENTENCE * cfg.fps - 1e-9)
+    out = []
+    for phrase in phrases:
+        a, b = phrase["start_frame"], phrase["end_frame"]
+        splits: list[int] = []
+        if cfg.inner_breaths > 0:
+            want = int(rng.random() < cfg.inner_breaths)
+            want += int(want and rng.random() < cfg.inner_breaths)
+            for _ in range(want):
+                edges = [a, *splits, b]
+                room = [(lo + shortest, hi - shortest) for lo, hi in zip(edges[:-1], edges[1:])
+                        if hi - lo >= 2 * shortest]
+                if not room:
+                    break
+                lo, hi = room[int(rng.integers(0, len(room)))]
+                splits = sorted([*splits, int(rng.integers(lo, hi + 1))])
+        edges = [a, *splits, b]
+        out += [(s, e, phrase) for s, e in zip(edges[:-1], edges[1:])]
+    return out
+
+
 def _music(cfg: ConcertConfig, phrases, performers, rng) -> tuple[np.ndarray, np.ndarray]:
-    """Mono mix and per-performer signals ``[P,S]``; a phrase starts on its first frame's first sample."""
+    """Mono mix and per-performer signals ``[P,S]``; a phrase (and every sentence inside it) starts on
+    its first frame's first sample and ends with a breath."""
     sr = cfg.sample_rate
     bounds = media.frame_sample_bounds(cfg.num_frames, sr, cfg.fps).tolist()
     parts = np.zeros((cfg.num_performers, bounds[-1]), np.float32)
-    for phrase in phrases:
-        a, b = bounds[phrase["start_frame"]], bounds[phrase["end_frame"]] - int(BREATH * sr)
+    sentence_rng = np.random.default_rng([cfg.seed, 0xB4EA])     # its own stream: phrases/leads unchanged
+    for start_frame, end_frame, phrase in _sentences(cfg, phrases, sentence_rng):
+        a, b = bounds[start_frame], bounds[end_frame] - int(BREATH * sr)
         beat = 60.0 / phrase["bpm"]
         root = phrase["root_hz"]
         # accompaniment: a chord held by everyone but the lead, swelling in and out
@@ -290,7 +350,30 @@ def _activity(parts: np.ndarray, cfg: ConcertConfig, frames: int) -> np.ndarray:
     return out / max(1e-6, out.max())
 
 
-def _render_stage(cfg: ConcertConfig, performers, phrases, activity, stage_h, stage_w) -> np.ndarray:
+def _lighting(cfg: ConcertConfig, phrases: list[dict], num_cameras: int, frames: int) -> dict:
+    """From their own random stream (independent of the phrases): the spotlight strength per phrase
+    ``spot [len(phrases)]`` (``0.35·(1 − lighting·u)``); the wash light's performer ``wash_at [T]``
+    (−1: none) and its share of the spotlight ``wash_share [T]`` (0.30..0.65, a new performer every
+    2–6 s); every camera's exposure drift per frame ``gains [K,T]`` (``1 + lighting·sin(2πt/P + φ)``,
+    P in 6..15 s)."""
+    rng = np.random.default_rng([cfg.seed, 0x11A7])
+    spot = 0.35 * (1.0 - cfg.lighting * rng.random(len(phrases)))
+    periods, phases = rng.uniform(6.0, 15.0, num_cameras), rng.uniform(0, 2 * np.pi, num_cameras)
+    t = np.arange(frames) / cfg.fps
+    gains = 1.0 + cfg.lighting * np.sin(2 * np.pi * t[None] / periods[:, None] + phases[:, None])
+    wash_at, wash_share = np.full(frames, -1, np.int64), np.zeros(frames, np.float32)
+    f = 0
+    while cfg.lighting and f < frames:
+        n = max(1, round(rng.uniform(2.0, 6.0) * cfg.fps))
+        wash_at[f:f + n] = rng.integers(0, cfg.num_performers)
+        wash_share[f:f + n] = rng.uniform(0.30, 0.65)
+        f += n
+    return {"spot": spot.astype(np.float32), "gains": gains.astype(np.float32), "wash_at": wash_at,
+            "wash_share": wash_share}
+
+
+def _render_stage(cfg: ConcertConfig, performers, phrases, activity, stage_h, stage_w,
+                  lights: dict | None = None) -> np.ndarray:
     T = activity.shape[1]
     ys, xs = np.mgrid[0:stage_h, 0:stage_w].astype(np.float32) + 0.5
     base = np.zeros((stage_h, stage_w, 3), np.float32)
@@ -300,17 +383,23 @@ def _render_stage(cfg: ConcertConfig, performers, phrases, activity, stage_h, st
     base[~wall] *= (0.7 + 0.3 * (ys[~wall] / stage_h))[:, None]
     frames = np.repeat(base[None], T, axis=0)
     lead_at = np.zeros(T, np.int64)
-    for phrase in phrases:                  # the same frames as Concert.camera_per_frame
+    strength = np.full(T, 0.35, np.float32)
+    for i, phrase in enumerate(phrases):    # the same frames as Concert.camera_per_frame
         lead_at[phrase["start_frame"]:phrase["end_frame"]] = phrase["lead"]
+        if lights is not None:
+            strength[phrase["start_frame"]:phrase["end_frame"]] = lights["spot"][i]
+    wash_at = lights["wash_at"] if lights is not None else np.full(T, -1)
     unit = stage_w / cfg.num_performers
     for t in range(T):
         frame = frames[t]
         for p, perf in enumerate(performers):
             cx = (p + 0.5) * unit
             act = float(activity[p, t])
-            if lead_at[t] == p:                                   # spotlight on the lead
+            lit = lead_at[t] == p
+            if lit or wash_at[t] == p:                            # spotlight on the lead / the wash
                 light = np.exp(-(((xs - cx) / (0.45 * unit)) ** 2 + ((ys - 0.62 * stage_h) / (0.4 * stage_h)) ** 2))
-                frame += 0.35 * light[..., None] * np.array([1.0, 0.95, 0.8], np.float32)
+                level = strength[t] * (1.0 if lit else lights["wash_share"][t])
+                frame += level * light[..., None] * np.array([1.0, 0.95, 0.8], np.float32)
             sway = 0.04 * unit * act * math.sin(2 * math.pi * 1.3 * t / cfg.fps + p)
             colour = np.asarray(COLORS[perf["color"]], np.float32)
             body = (np.abs(xs - cx - sway) < 0.13 * unit) & (ys > 0.45 * stage_h) & (ys < 0.80 * stage_h)
@@ -342,7 +431,9 @@ def make_concert(config: ConcertConfig | None = None, **overrides) -> Concert:
     cameras = _camera_windows(cfg, stage_w, stage_h)
     mix, parts = _music(cfg, phrases, performers, rng)
     activity = _activity(parts, cfg, frames)
-    stage = torch.from_numpy(_render_stage(cfg, performers, phrases, activity, stage_h, stage_w))
+    lights = _lighting(cfg, phrases, len(cameras), frames)
+    gains = lights["gains"]
+    stage = torch.from_numpy(_render_stage(cfg, performers, phrases, activity, stage_h, stage_w, lights))
     stage = stage.permute(0, 3, 1, 2)
     views = torch.empty(len(cameras), frames, cfg.height, cfg.width, 3)
     for k, cam in enumerate(cameras):
@@ -350,5 +441,8 @@ def make_concert(config: ConcertConfig | None = None, **overrides) -> Concert:
         views[k] = torch.nn.functional.interpolate(stage[:, :, y0:y1, x0:x1], size=(cfg.height, cfg.width),
                                                    mode="bilinear", antialias=True,
                                                    align_corners=False).permute(0, 2, 3, 1)
+        if cfg.lighting:                    # auto-exposure to a drifting target brightness
+            mean = views[k].mean((1, 2, 3)).clamp_min(1e-4)
+            views[k] *= (mean.mean() * torch.from_numpy(gains[k]) / mean).view(-1, 1, 1, 1)
     return Concert(config=cfg, views=views.clamp_(0, 1), audio=torch.from_numpy(mix), phrases=phrases,
                    shots=_shots(phrases, cameras), performers=performers, cameras=cameras)

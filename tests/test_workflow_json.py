@@ -395,9 +395,10 @@ def _check_editor_schema(wf: dict) -> None:
         assert len(link) == 6 and all(isinstance(v, int) for v in link[:5]) and isinstance(link[5], str)
 
 
-def test_workflows_directory_has_the_four_shipped_workflows():
-    assert [p.name for p in WORKFLOWS] == ["lightcache_animatediff_sd15.json", "lightcache_svd_img2vid.json",
-                                           "lightcache_wan21_t2v.json", "synthetic_scene_preview.json"]
+def test_workflows_directory_has_the_shipped_workflows():
+    assert [p.name for p in WORKFLOWS] == ["concert_multicam_edit.json", "lightcache_animatediff_sd15.json",
+                                           "lightcache_svd_img2vid.json", "lightcache_wan21_t2v.json",
+                                           "synthetic_scene_preview.json"]
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)

@@ -214,3 +214,20 @@ def test_runs_synthetic_scene_preview(comfy_host, comfy_client, object_info):
     [sentence_id] = _ids(api, "PreviewAny")
     [sentence] = history["outputs"][sentence_id]["text"]
     assert isinstance(sentence, str) and sentence.strip()
+
+
+def test_runs_concert_multicam_edit(comfy_host, comfy_client, object_info):
+    api = ui_to_api(_load("concert_multicam_edit.json"), object_info, overrides={
+        "AVLabSyntheticConcert": {"duration": 16.0, "width": 64, "height": 36},
+        "SaveVideo": {"filename_prefix": "workflows/concert_edit"},
+        "AVLabSaveEditList": {"filename_prefix": "workflows/concert_edit_list"},
+    })
+    history = comfy_client.run(api, timeout=600)
+    saved = _saved_video(comfy_host, history, api)          # the program lasts as long as the music
+    assert saved["frames"] == 16 * 5 and saved["size"] == (64, 36) and saved["audio_channels"] >= 1
+    [list_id] = _ids(api, "AVLabSaveEditList")
+    files = history["outputs"][list_id]["text"][0].splitlines()
+    edit = json.loads(Path(next(f for f in files if f.endswith(".json"))).read_text())
+    assert edit["shots"][0]["start_s"] == 0 and abs(edit["shots"][-1]["end_s"] - 16.0) < 1e-6
+    [plot_id] = _ids(api, "PreviewImage")
+    assert len(comfy_host.output_files(history, plot_id)) == 1
