@@ -23,4 +23,17 @@ Interfaces between the pieces (so each can be tested alone):
   segment ``segment_index`` (``features.segment_times``) given the time since the last cut.
 * ``how_fn(current_camera: int, cut_time_s: float, candidates: list[int]) -> list[float]`` — a score
   per candidate camera for the shot that starts at ``cut_time_s``.
+
+``load_concert_models(dir)`` returns a :class:`~.models.ConcertModels` whose ``make_when_fn(waveform,
+sample_rate, ...)`` / ``make_how_fn(cameras, fps, ...)`` build these callables for one recording;
+``decide_edit(segments, duration, when_fn, how_fn, cameras=..., fps=...)`` turns them into an
+:class:`~.edl.EditDecisionList`; ``render_edit(edl, out, cameras=..., audio=...)`` streams the result.
 """
+
+from .decide import decide_edit, frame_energy, plan_edit
+from .edl import EditDecisionList, Shot
+from .models import ConcertModels, load_concert_models
+from .render import render_edit
+
+__all__ = ["ConcertModels", "EditDecisionList", "Shot", "decide_edit", "frame_energy", "load_concert_models",
+           "plan_edit", "render_edit"]

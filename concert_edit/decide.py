@@ -49,27 +49,19 @@ import torch
 from ..common import media
 from ..common.errors import NodeInputError
 from .edl import EditDecisionList, Shot
+from .features import HOP_S, SEGMENT_S, segment_times
 
 WhenFn = Callable[[int, float], float]
 HowFn = Callable[[int, float, list], list]
 _NODE = "decide_edit"
 _EPS = 1e-9
 
-#: The paper's segment protocol (§3 data): 4 s windows every 2 s.
-SEGMENT_S = 4.0
-HOP_S = 2.0
-
-
 def segment_windows(duration: float, segment_s: float = SEGMENT_S, hop_s: float = HOP_S) -> list[tuple[float, float]]:
-    """Windows ``[i·hop, i·hop + segment)`` that fit in ``duration`` (one ``[0, duration)`` window
-    for a program shorter than a segment) — the protocol of the training labels."""
+    """The training labels' windows (:func:`avlab.concert_edit.features.segment_times`), or one
+    ``[0, duration)`` window for a program shorter than a segment."""
     if duration < segment_s:
         return [(0.0, float(duration))]
-    out, i = [], 0
-    while i * hop_s + segment_s <= duration + _EPS:
-        out.append((round(i * hop_s, 6), round(i * hop_s + segment_s, 6)))
-        i += 1
-    return out
+    return segment_times(duration, segment_s, hop_s)
 
 
 def _window_cut_range(start: float, end: float, fps: Fraction) -> tuple[int, int]:
