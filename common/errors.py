@@ -33,3 +33,15 @@ def check_fields(obj: object, node: str, checks: tuple[tuple[str, bool, str], ..
     for name, ok, expected in checks:
         if not ok:
             raise NodeInputError(node, name, expected, getattr(obj, name))
+
+
+def import_optional(package: str, module: str, node: str, input_name: str, what: str):
+    """Import ``module`` of an optional dependency, or raise :class:`NodeInputError` saying which
+    package to install (``pip install <package>``) for ``what``."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise NodeInputError(node, input_name, f"the optional package '{package}' for {what} "
+                             f"(pip install {package})", f"ImportError: {exc}") from None

@@ -38,7 +38,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..common.errors import NodeInputError
+from ..common.errors import NodeInputError, import_optional
 from ..common.media import as_fps
 
 EDL_FORMAT = "avlab.concert_edit.edl"
@@ -68,13 +68,7 @@ def time_to_frame(t: float, fps: Fraction) -> int:
 
 def _optional(package: str, module: str, what: str):
     """Import an optional dependency or raise an error that names the package to install."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise NodeInputError(_NODE, "format", f"the optional package '{package}' for {what} "
-                             f"(pip install {package})", f"ImportError: {exc}") from None
+    return import_optional(package, module, _NODE, "format", what)
 
 
 @dataclass

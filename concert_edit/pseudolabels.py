@@ -60,7 +60,7 @@ import numpy as np
 import torch
 
 from ..common import media
-from ..common.errors import NodeInputError
+from ..common.errors import NodeInputError, import_optional
 
 logger = logging.getLogger(__name__)
 
@@ -124,11 +124,7 @@ class HistogramEncoder:
 
 
 def _require(package: str, module: str, detector: str):
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise NodeInputError(_NODE, "detectors", f"the optional package '{package}' for the {detector!r} detector "
-                             f"(pip install {package}), or other --detectors", f"ImportError: {exc}") from None
+    return import_optional(package, module, _NODE, "detectors", f"the {detector!r} detector, or other --detectors")
 
 
 @contextlib.contextmanager

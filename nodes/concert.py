@@ -390,14 +390,9 @@ class AVLabSaveEditList(io.ComfyNode):
 
     @classmethod
     def execute(cls, edit_list, filename_prefix: str) -> io.NodeOutput:
-        import folder_paths
+        from .media import output_path
 
-        try:
-            folder, name, counter, _, _ = folder_paths.get_save_image_path(filename_prefix,
-                                                                           folder_paths.get_output_directory())
-        except Exception as exc:  # noqa: BLE001 - ComfyUI raises a bare Exception for paths outside output/
-            raise NodeInputError(cls.NAME, "filename_prefix", "a prefix inside the ComfyUI output folder",
-                                 f"{filename_prefix!r} ({exc})") from None
+        folder, name, counter, _ = output_path(cls.NAME, filename_prefix)
         os.makedirs(folder, exist_ok=True)
         base = os.path.join(folder, f"{name}_{counter:05}")
         edit_list.to_json(base + ".json")

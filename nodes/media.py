@@ -166,3 +166,21 @@ def with_progress(chunks: Iterable[torch.Tensor], total: int | None) -> Iterator
         if bar is not None:
             bar.update(int(chunk.shape[0]))
         yield chunk
+
+
+def output_path(node: str, filename_prefix: str, width: int = 0, height: int = 0) -> tuple[str, str, int, str]:
+    """``(folder, filename, counter, subfolder)`` for ``filename_prefix`` in ComfyUI's output folder, by
+    ComfyUI's own ``get_save_image_path`` (which refuses prefixes that climb out of it: ``..``,
+    absolute paths) — its refusal as an error naming ``node`` and ``filename_prefix``."""
+    import folder_paths
+
+    try:
+        folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
+            filename_prefix, folder_paths.get_output_directory(), width, height)
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - ComfyUI raises a bare Exception for paths outside output/
+        reason = (str(exc).strip("* \n").splitlines() or [type(exc).__name__])[0]
+        raise NodeInputError(node, "filename_prefix", "a prefix inside the ComfyUI output folder "
+                             "(no '..' or absolute paths)", f"{filename_prefix!r} ({reason})") from exc
+    return folder, filename, counter, subfolder

@@ -19,6 +19,7 @@ from ..common.errors import NodeInputError
 from ..common.memory import check_memory
 from .media import (
     iter_video_input_frames,
+    output_path,
     read_video_input_audio,
     video_from_file,
     video_info,
@@ -166,7 +167,6 @@ class AVLabSaveVideoWithAudio(io.ComfyNode):
     @classmethod
     def execute(cls, images, fps: float, filename_prefix: str, crf: int, audio_fit: str = "pad or trim",
                 audio=None) -> io.NodeOutput:
-        import folder_paths
         from comfy.cli_args import args
 
         node = cls.NAME
@@ -191,16 +191,7 @@ class AVLabSaveVideoWithAudio(io.ComfyNode):
                 metadata.update(cls.hidden.extra_pnginfo)
             if cls.hidden.prompt is not None:
                 metadata["prompt"] = cls.hidden.prompt
-        try:  # ComfyUI's own check refuses prefixes that leave the output folder
-            folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
-                filename_prefix, folder_paths.get_output_directory(), w, h
-            )
-        except OSError:
-            raise
-        except Exception as exc:
-            reason = (str(exc).strip("* \n").splitlines() or [type(exc).__name__])[0]
-            raise NodeInputError(node, "filename_prefix", "a prefix inside the ComfyUI output folder "
-                                 "(no '..' or absolute paths)", f"{filename_prefix!r} ({reason})") from exc
+        folder, filename, counter, subfolder = output_path(node, filename_prefix, w, h)
         file = f"{filename}_{counter:05}_.mp4"
         path = os.path.join(folder, file)
         chunks = with_progress(frames.split(16), n)  # views: the encoder converts one chunk at a time
