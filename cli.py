@@ -376,8 +376,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 #: result (printed on rank 0). Later systems add their entries here (``flowrvs``, ``gram``, ...).
 TRAINERS = {
     "concert-when": ("concert_edit.train", "cli_train",
-                     "when-to-cut model (papers.md §3): audio-only, or multimodal with \"variant\": \"multimodal\""),
-    "concert-how": ("concert_edit.train", "cli_train", "how-to-cut model (papers.md §3): the next camera"),
+                     "when-to-cut model (papers.md §3): audio-only, or multimodal with \"variant\": \"multimodal\"; "
+                     "synthetic concerts, or real edited videos with \"data\": {\"manifest\": \"labels.json\"} "
+                     "(`concert label`)"),
+    "concert-how": ("concert_edit.train", "cli_train", "how-to-cut model (papers.md §3): the next camera (synthetic concerts only)"),
 }
 
 

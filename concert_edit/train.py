@@ -8,6 +8,10 @@ The config JSON holds up to four objects, every key optional (defaults below)::
     {"data":  {ConcertDataConfig fields},     "model": {WhenToCutConfig | HowToCutConfig fields},
      "train": {TrainConfig fields},           "variant": "audio" | "multimodal"   (concert-when)}
 
+or, for concert-when on real edited videos (below), ``"data": {"manifest": "labels.json",
+"val_fraction": 0.2, "test_manifest": null, "encoder_rows": 6, "encoder_cols": 8, "frame_side": 256,
+"chunk_size": 32}`` (:class:`ManifestDataConfig`; a ``data`` object with a ``manifest`` key is one).
+
 Data (:class:`ConcertDataConfig`): three disjoint seed ranges of synthetic concerts — train, val
 (thresholds and choices are tuned there only) and test (reported, never tuned on). Every concert is
 reduced to what the models see (:class:`ConcertFeatures`): the whole-concert log-mel, the built-in
@@ -20,6 +24,20 @@ image embeddings of every camera frame, the cut frames and the ground-truth came
   model, the Poisson and exponential baselines (:mod:`.baselines`), chance (always cut: the best F1
   a predictor without information reaches; AUC 0.5) and a breath (silence) detector (diagnostic:
   how far silence alone goes on the hardened concerts).
+* **Real edited videos** (``concert-when`` only): ``"data": {"manifest": "labels.json", ...}``
+  (:class:`ManifestDataConfig`) trains and evaluates on a pseudo-label manifest written by
+  ``python -m avlab concert label VIDEOS --out labels.json`` (:mod:`.pseudolabels`) instead of the
+  synthetic concerts. Per video: its audio (mono 16 kHz, :func:`.features.prepare_audio`) → whole-file
+  log-mel; the manifest's cut frames → training windows and shot lengths; for the multimodal variant
+  the built-in encoder's embeddings of the program frames (decoded and embedded chunk by chunk,
+  ``frame_side`` pixels at most). Windows holding an ambiguous candidate and no cut (manifest label
+  ``null``) are masked out of training and evaluation (``window_table(...)["mask"]``; counts in the
+  record). Split rule (deterministic, independent of the manifest's order): the videos are sorted by
+  the SHA-1 of their manifest ``path`` and the first ``max(1, round(val_fraction · N))`` are val (the
+  threshold is tuned there), the rest train (N ≥ 2). ``"test_manifest"`` (optional) is a second
+  manifest reported as held-out test; without it the evaluation has val only. Relative video paths
+  are resolved against the manifest's folder, then the working directory. ``concert-how`` refuses a
+  manifest: a program video shows one camera at a time and carries no camera identities.
 * **How** examples: every cut; the current shot's embedding is its last frame before the cut, the
   candidates are all the other cameras of the same concert at the cut frame. Metrics: Recall@1/@3
   against chance (``k / candidates``) and the brightest candidate (diagnostic).
@@ -27,17 +45,19 @@ image embeddings of every camera frame, the cut frames and the ground-truth came
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from ..common import media
 from ..common.errors import NodeInputError
 from ..common.training import IndexedBatches, TrainConfig, rank_info, train
 from ..synthetic.concert import Concert, ConcertConfig, make_concert
@@ -117,6 +137,8 @@ class ConcertFeatures:
     cut_frames: list[int]
     shot_cameras: list[int]        # camera of every shot (ground truth)
     shot_lengths: list[float]      # seconds, every complete shot (not the one cut by the end)
+    ambiguous_frames: list[int] = field(default_factory=list)   # windows with one and no cut are masked
+    name: str = ""                 # the video's path (manifest data)
 
     @property
     def num_frames(self) -> int:
@@ -149,8 +171,10 @@ def load_split(data: ConcertDataConfig, split: str) -> list[ConcertFeatures]:
 
 def window_table(concerts: Sequence[ConcertFeatures], starts: str = "frames") -> dict[str, torch.Tensor]:
     """Every window of every concert: ``concert``, ``mel_start`` (mel frame), ``last_frame`` (latest video
-    frame), ``since`` (s since the last cut), ``label``. ``starts="frames"``: a window on every video
-    frame (training); ``"protocol"``: the 2 s-hop segments (:func:`avlab.concert_edit.features.segment_times`)."""
+    frame), ``since`` (s since the last cut), ``label``, ``mask`` (False: an ambiguous candidate and no
+    cut in the window, label unknown — keep it out, :func:`valid_windows`). ``starts="frames"``: a window
+    on every video frame (training); ``"protocol"``: the 2 s-hop segments
+    (:func:`avlab.concert_edit.features.segment_times`)."""
     rows = []
     for ci, c in enumerate(concerts):
         if starts == "protocol":
@@ -162,10 +186,190 @@ def window_table(concerts: Sequence[ConcertFeatures], starts: str = "frames") ->
         cuts = [f / c.fps for f in c.cut_frames]
         for s, (first, lf) in zip(times, spans):
             label = int(any(first < cf <= lf for cf in c.cut_frames))
-            rows.append((ci, round(s * F.FRAMES_PER_S), lf, F.since_last_cut(s, cuts), label))
-    t = torch.tensor(rows, dtype=torch.float64)
+            keep = int(label or not any(first < a <= lf for a in c.ambiguous_frames))
+            rows.append((ci, round(s * F.FRAMES_PER_S), lf, F.since_last_cut(s, cuts), label, keep))
+    t = torch.tensor(rows, dtype=torch.float64).view(-1, 6)
     return {"concert": t[:, 0].long(), "mel_start": t[:, 1].long(), "last_frame": t[:, 2].long(),
-            "since": t[:, 3].float(), "label": t[:, 4].float()}
+            "since": t[:, 3].float(), "label": t[:, 4].float(), "mask": t[:, 5].bool()}
+
+
+def valid_windows(table: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The rows of a :func:`window_table` whose label is known (``mask`` True)."""
+    keep = table["mask"]
+    return {k: v[keep] for k, v in table.items()}
+
+
+@dataclass
+class ManifestDataConfig:
+    """Real edited concert videos from a pseudo-label manifest (module docstring): ``manifest`` (the
+    train + val videos), ``val_fraction`` of them for val (SHA-1 order of their paths), an optional
+    ``test_manifest`` (held out), the built-in encoder grid, the longer side frames are decoded at
+    for the embeddings (``frame_side``, 0 = native) and the frames per decoded chunk."""
+
+    manifest: str = ""
+    val_fraction: float = 0.2
+    test_manifest: str | None = None
+    encoder_rows: int = 6
+    encoder_cols: int = 8
+    frame_side: int = 256
+    chunk_size: int = 32
+
+    def encoder(self) -> F.ColourLayoutEncoder:
+        return F.ColourLayoutEncoder(self.encoder_rows, self.encoder_cols)
+
+    def validate(self) -> None:
+        if not isinstance(self.manifest, str) or not self.manifest:
+            raise NodeInputError(NODE, "data.manifest", "the path of a manifest JSON (`avlab concert label`)",
+                                 self.manifest or "empty")
+        v = self.val_fraction
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+            raise NodeInputError(NODE, "data.val_fraction", "a fraction strictly between 0 and 1", v)
+        if self.test_manifest is not None and (not isinstance(self.test_manifest, str) or not self.test_manifest):
+            raise NodeInputError(NODE, "data.test_manifest", "the path of a manifest JSON, or null", self.test_manifest)
+        for name in ("frame_side", "chunk_size"):
+            x = getattr(self, name)
+            if isinstance(x, bool) or not isinstance(x, int) or x < (0 if name == "frame_side" else 1):
+                raise NodeInputError(NODE, f"data.{name}", "an integer ≥ 0" if name == "frame_side" else "an integer ≥ 1", x)
+        self.encoder()
+
+
+def read_manifest(path: str | Path, key: str = "data.manifest") -> tuple[list[dict], Path]:
+    """The video entries of a pseudo-label manifest (checked), and the manifest's folder."""
+    from .pseudolabels import MANIFEST_FORMAT, MANIFEST_VERSION
+
+    path = Path(path)
+    expected = f"a pseudo-label manifest JSON ({MANIFEST_FORMAT} v{MANIFEST_VERSION}, `avlab concert label`)"
+    if not path.is_file():
+        raise NodeInputError(NODE, key, expected, f"no file {path}")
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise NodeInputError(NODE, key, expected, f"{path}: {exc}") from None
+    if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT:
+        raise NodeInputError(NODE, key, expected, f"{path}: format {m.get('format') if isinstance(m, dict) else type(m).__name__!r}")
+    if not isinstance(m.get("version"), int) or m["version"] > MANIFEST_VERSION:
+        raise NodeInputError(NODE, key, expected, f"{path}: version {m.get('version')!r}")
+    settings = m.get("settings") or {}
+    if (settings.get("segment_s", F.SEGMENT_S), settings.get("hop_s", F.HOP_S)) != (F.SEGMENT_S, F.HOP_S):
+        raise NodeInputError(NODE, key, f"segments of {F.SEGMENT_S:g} s every {F.HOP_S:g} s (the models' protocol)",
+                             f"{path}: {settings.get('segment_s')} s every {settings.get('hop_s')} s")
+    videos = m.get("videos")
+    if not isinstance(videos, list) or not videos:
+        raise NodeInputError(NODE, key, expected + " with at least one video", f"{path}: no videos")
+    for i, v in enumerate(videos):
+        ok = (isinstance(v, dict) and isinstance(v.get("path"), str) and isinstance(v.get("cuts"), list)
+              and isinstance(v.get("num_frames"), int) and v["num_frames"] > 0 and isinstance(v.get("fps"), str)
+              and all(isinstance(c, dict) and isinstance(c.get("frame"), int) for c in v["cuts"] + v.get("ambiguous", [])))
+        if not ok:
+            raise NodeInputError(NODE, key, expected + ": every video with path, fps, num_frames, cuts [{frame}]",
+                                 f"{path}: video {i} malformed")
+    return videos, path.parent
+
+
+def _resolve_video(entry: dict, folder: Path, key: str) -> Path:
+    p = Path(entry["path"])
+    for cand in ([p] if p.is_absolute() else [folder / p, p]):
+        if cand.is_file():
+            return cand
+    raise NodeInputError(NODE, key, "manifest videos that exist (relative paths: from the manifest's folder "
+                         "or the working directory)", f"missing {entry['path']}")
+
+
+def _check_labels(feat: ConcertFeatures, entry: dict, key: str) -> None:
+    """The manifest's segment labels must be what its cuts and ambiguous candidates give here."""
+    segs = entry.get("segments")
+    if segs is None:
+        return
+    t = window_table([feat], "protocol")
+    mine = [None if not m else int(lab) for lab, m in zip(t["label"].tolist(), t["mask"].tolist())]
+    theirs = [s.get("label") if isinstance(s, dict) else "?" for s in segs]
+    if mine != theirs:
+        raise NodeInputError(NODE, key, "segment labels that follow the video's cuts and ambiguous candidates",
+                             f"{entry['path']}: {sum(a != b for a, b in zip(mine, theirs)) + abs(len(mine) - len(theirs))}"
+                             f" of {len(theirs)} segments differ")
+
+
+def video_features(entry: dict, folder: Path, data: ManifestDataConfig, images: bool,
+                   key: str = "data.manifest", index: int = 0) -> ConcertFeatures:
+    """One manifest video as the when model sees it (module docstring). ``images=False`` (audio variant)
+    skips decoding the frames: ``images`` is then ``[1, T, 0]``."""
+    path = _resolve_video(entry, folder, key)
+    try:
+        fps = media.as_fps(entry["fps"], node=NODE, input_name=key)
+    except (NodeInputError, ValueError, ZeroDivisionError):
+        raise NodeInputError(NODE, key, "a frame rate like '25/1' for every video", entry["fps"]) from None
+    T = int(entry["num_frames"])
+    cuts = sorted({int(c["frame"]) for c in entry["cuts"] if 0 < int(c["frame"]) < T})
+    amb = sorted({int(c["frame"]) for c in entry.get("ambiguous", []) if 0 < int(c["frame"]) < T})
+    with media.VideoReader(path, node=NODE, input_name=key) as reader:
+        pieces = [media.to_mono(a, node=NODE) for a in reader.iter_audio(chunk_seconds=60.0)]
+        if not pieces:
+            raise NodeInputError(NODE, key, "videos with an audio track (the when model listens)", f"{path}: no audio")
+        sr = reader.info.sample_rate
+        wave = F.prepare_audio(torch.cat(pieces, 1), sr, node=NODE)
+        del pieces
+        need = round(T / float(fps) * F.SAMPLE_RATE)             # as long as the video: zeros past the audio's end
+        wave = torch.nn.functional.pad(wave[:need], (0, max(0, need - wave.shape[0])))
+        if images:
+            enc, embs, n = data.encoder(), [], 0
+            for chunk in reader.iter_frames(max_side=data.frame_side, chunk_size=data.chunk_size):
+                embs.append(enc.embed(chunk[:T - n]).float())
+                n += len(chunk)
+                if n >= T:
+                    break
+            emb = torch.cat(embs) if embs else torch.zeros(0, enc.dim)
+            if len(emb) < T:
+                raise NodeInputError(NODE, key, "videos with as many frames as the manifest says",
+                                     f"{path}: {len(emb)} decoded, manifest {T}")
+            emb = emb[None]
+        else:
+            emb = torch.zeros(1, T, 0)
+    bounds = [0, *cuts]
+    feat = ConcertFeatures(index, float(fps), F.log_mel(wave).half(), emb, cuts, [],
+                           [round((b - a) / float(fps), 4) for a, b in zip(bounds, bounds[1:])], amb,
+                           name=str(entry["path"]))
+    _check_labels(feat, entry, key)
+    return feat
+
+
+def split_manifest(videos: Sequence[dict], val_fraction: float) -> tuple[list[dict], list[dict]]:
+    """Train and val videos: sorted by the SHA-1 of their ``path``, the first ``max(1, round(f·N))`` are val."""
+    if len(videos) < 2:
+        raise NodeInputError(NODE, "data.manifest", "at least 2 videos (train and val)", f"{len(videos)} video")
+    order = sorted(videos, key=lambda v: (hashlib.sha1(v["path"].encode()).hexdigest(), v["path"]))
+    n_val = min(len(order) - 1, max(1, round(val_fraction * len(order))))
+    return order[n_val:], order[:n_val]
+
+
+def load_manifest_splits(data: ManifestDataConfig, images: bool) -> tuple[list, list, list | None]:
+    """``(train, val, test | None)`` features of the manifest videos (:func:`split_manifest`)."""
+    t0 = time.perf_counter()
+    videos, folder = read_manifest(data.manifest)
+    train_v, val_v = split_manifest(videos, data.val_fraction)
+    train_set = [video_features(v, folder, data, images, index=i) for i, v in enumerate(train_v)]
+    val = [video_features(v, folder, data, images, index=i) for i, v in enumerate(val_v)]
+    test = None
+    if data.test_manifest:
+        tv, tfolder = read_manifest(data.test_manifest, "data.test_manifest")
+        test = [video_features(v, tfolder, data, images, "data.test_manifest", i) for i, v in enumerate(tv)]
+    if not any(c.shot_lengths for c in train_set):
+        raise NodeInputError(NODE, "data.manifest", "training videos with at least one cut", "no cut in the train split")
+    logger.info("manifest data: %d train, %d val, %d test videos in %.0f s", len(train_set), len(val),
+                len(test or []), time.perf_counter() - t0)
+    return train_set, val, test
+
+
+def manifest_counts(splits: dict[str, Sequence[ConcertFeatures] | None]) -> dict:
+    """Per split: videos, training windows (every frame) and protocol segments, used and excluded (``null``)."""
+    out = {}
+    for split, feats in splits.items():
+        if not feats:
+            continue
+        fr, pr = window_table(feats), window_table(feats, "protocol")
+        out[split] = {"videos": [c.name for c in feats], "windows": int(fr["mask"].sum()),
+                      "windows_excluded": int((~fr["mask"]).sum()), "segments": int(pr["mask"].sum()),
+                      "segments_excluded": int((~pr["mask"]).sum()), "positive_segments": int(pr["label"][pr["mask"]].sum())}
+    return out
 
 
 def gather_mels(concerts: Sequence[ConcertFeatures], concert_idx: torch.Tensor,
@@ -317,7 +521,7 @@ def train_when(train_set: Sequence[ConcertFeatures], config: WhenToCutConfig, tc
     config = replace(config, mel_mean=mean, mel_std=std)
     torch.manual_seed(tcfg.seed)
     model = WhenToCut(config)
-    data = WindowBatches(train_set, window_table(train_set), stats, batch_size, seed=tcfg.seed + 7,
+    data = WindowBatches(train_set, valid_windows(window_table(train_set)), stats, batch_size, seed=tcfg.seed + 7,
                          multimodal=config.multimodal)
     bce = torch.nn.functional.binary_cross_entropy_with_logits
 
@@ -373,8 +577,8 @@ def train_how(train_set: Sequence[ConcertFeatures], config: HowToCutConfig, tcfg
 def when_scores(split: Sequence[ConcertFeatures], model: WhenToCut | None, stats: F.ShotStats,
                 train_shots: Sequence[float]) -> dict[str, np.ndarray]:
     """Protocol segments of ``split``: labels and the scores of the model (if any), the baselines
-    (fitted on ``train_shots``), chance and the breath detector."""
-    t = window_table(split, "protocol")
+    (fitted on ``train_shots``), chance and the breath detector. Segments of unknown label are left out."""
+    t = valid_windows(window_table(split, "protocol"))
     mel = gather_mels(split, t["concert"], t["mel_start"])
     out = {"label": t["label"].numpy().astype(int)}
     if model is not None:
@@ -388,16 +592,18 @@ def when_scores(split: Sequence[ConcertFeatures], model: WhenToCut | None, stats
     return out
 
 
-def evaluate_when(val: dict, test: dict, names: Sequence[str]) -> dict[str, dict]:
-    """Thresholds tuned for F1 on ``val``; metrics on val (tuned) and test (held-out) per score name."""
+def evaluate_when(val: dict, test: dict | None, names: Sequence[str]) -> dict[str, dict]:
+    """Thresholds tuned for F1 on ``val``; metrics on val (tuned) and test (held-out, when given) per score name."""
     res = {}
     for name in names:
         th = best_threshold(val[name], val["label"]) if name != "chance" else 1.0
-        res[name] = {"val": binary_metrics(val[name], val["label"], th),
-                     "test": binary_metrics(test[name], test["label"], th), "threshold": th}
+        res[name] = {"val": binary_metrics(val[name], val["label"], th), "threshold": th}
+        if test is not None:
+            res[name]["test"] = binary_metrics(test[name], test["label"], th)
         if name == "chance":
             for split in ("val", "test"):
-                res[name][split]["roc_auc"] = 0.5
+                if split in res[name]:
+                    res[name][split]["roc_auc"] = 0.5
     return res
 
 
@@ -465,7 +671,18 @@ def train_from_config(system: str, config: dict, out: str | Path, resume: bool =
     unknown = set(config) - {"data", "model", "train", "variant"}
     if unknown:
         raise NodeInputError(NODE, "config", "keys data, model, train, variant", sorted(unknown))
-    data = ConcertDataConfig(**_dataclass_from(ConcertDataConfig, config.get("data"), "data"))
+    raw_data = config.get("data")
+    if raw_data is not None and not isinstance(raw_data, dict):
+        raise NodeInputError(NODE, "data", "an object of ConcertDataConfig or ManifestDataConfig fields", raw_data)
+    from_manifest = bool(raw_data) and "manifest" in raw_data
+    if from_manifest:
+        if kind == "how":
+            raise NodeInputError(NODE, "data.manifest", "synthetic concerts for concert-how (a program video shows one "
+                                 "camera at a time and has no camera identities; train concert-when on manifests)",
+                                 raw_data["manifest"])
+        data = ManifestDataConfig(**_dataclass_from(ManifestDataConfig, raw_data, "data"))
+    else:
+        data = ConcertDataConfig(**_dataclass_from(ConcertDataConfig, raw_data, "data"))
     data.validate()
     out = Path(out)
     tdict = _dataclass_from(TrainConfig, config.get("train"), "train")
@@ -488,16 +705,28 @@ def train_from_config(system: str, config: dict, out: str | Path, resume: bool =
     else:
         mcfg = HowToCutConfig(**_dataclass_from(HowToCutConfig, config.get("model"), "model"))
         mcfg.validate()
-    train_set, val, test = (load_split(data, s) for s in ("train", "val", "test"))
+    if from_manifest:
+        train_set, val, test = load_manifest_splits(data, images=variant == "multimodal")
+    else:
+        train_set, val, test = (load_split(data, s) for s in ("train", "val", "test"))
     ri = rank_info()
     if kind == "when":
         model, info = train_when(train_set, mcfg, tcfg)
         shots = [x for c in train_set for x in c.shot_lengths]
-        v, t = when_scores(val, model, info["shot_stats"], shots), when_scores(test, model, info["shot_stats"], shots)
+        v = when_scores(val, model, info["shot_stats"], shots)
+        t = when_scores(test, model, info["shot_stats"], shots) if test else None
         result = {"when": evaluate_when(v, t, ["model", "poisson", "exponential", "chance", "breath"])}
         name = WHEN_FILES[variant]
-        lines = [f"# {name}", "", "## val (thresholds tuned here)", "", *when_table(result["when"], "val"), "",
-                 "## test (held out)", "", *when_table(result["when"], "test"), ""]
+        lines = [f"# {name}", "", "## val (thresholds tuned here)", "", *when_table(result["when"], "val"), ""]
+        if t is not None:
+            lines += ["## test (held out)", "", *when_table(result["when"], "test"), ""]
+        if from_manifest:
+            result["manifest"] = manifest_counts({"train": train_set, "val": val, "test": test})
+            lines += ["## manifest data", "", "| split | videos | windows (excluded) | segments (excluded) |",
+                      "|---|---:|---:|---:|"]
+            lines += [f"| {k} | {len(c['videos'])} | {c['windows']} ({c['windows_excluded']}) | "
+                      f"{c['segments']} ({c['segments_excluded']}) |" for k, c in result["manifest"].items()]
+            lines.append("")
         extra = {"shot_stats": info["shot_stats"]}
     else:
         model, info = train_how(train_set, mcfg, tcfg)
@@ -506,7 +735,8 @@ def train_from_config(system: str, config: dict, out: str | Path, resume: bool =
         lines = [f"# {name}", "", *how_table(result["how"]), ""]
         extra = {}
     if ri.is_main:
-        record = {**info["record"], "data": asdict(data), "train": tcfg.to_json(), "eval": result}
+        record = {**info["record"], "data": {**asdict(data), "source": "manifest" if from_manifest else "synthetic"},
+                  "train": tcfg.to_json(), "eval": result}
         save_concert_model(out, name, model, image_encoder=data.encoder().to_dict(), record=record, **extra)
         (out / f"{name}_eval.md").write_text("\n".join(lines))
         logger.info("wrote %s and %s", out / f"{name}.safetensors", out / f"{name}_eval.md")
