@@ -228,12 +228,14 @@ def cmd_concert_label(args: argparse.Namespace) -> int:
 
 
 def cmd_concert_edit(args: argparse.Namespace) -> int:
-    """Decide (trained models with --model, else the documented fallback) and render a multi-camera edit."""
+    """Decide (trained models: --model, the built-in ones by default; `--model none`: the documented
+    heuristics) and render a multi-camera edit."""
     from .concert_edit import decide, render
 
     t0 = time.perf_counter()
+    model_dir = {"builtin": str(ROOT / "weights" / "concert"), "none": None}.get(args.model, args.model)
     edl, samples = decide.plan_edit(args.cameras, audio=args.audio, fps=args.fps, min_shot_s=args.min_shot,
-                                    max_shot_s=args.max_shot, threshold=args.threshold, model_dir=args.model,
+                                    max_shot_s=args.max_shot, threshold=args.threshold, model_dir=model_dir,
                                     allow_short_audio=args.trim_to_audio, node="concert edit")
     out = Path(args.out)
     edl_path = Path(args.edl) if args.edl else out.with_suffix(".json")
@@ -288,10 +290,13 @@ def _add_concert_subcommands(concert: argparse.ArgumentParser, fmt) -> None:
     edit.add_argument("--otio", action="store_true", help="also write .otio and CMX 3600 .edl beside the JSON")
     edit.add_argument("--min-shot", type=float, default=2.0, help="shortest shot in seconds")
     edit.add_argument("--max-shot", type=float, default=20.0, help="longest shot in seconds (cuts are forced)")
-    edit.add_argument("--threshold", type=float, default=0.5, help="cut where the when-to-cut probability reaches this")
+    edit.add_argument("--threshold", type=float, default=None,
+                      help="cut where the when-to-cut probability reaches this (default: the models' tuned threshold; "
+                           "0.5 with --model none)")
     edit.add_argument("--fps", default=None, help="output frame rate (default: the first camera's)")
-    edit.add_argument("--model", default=None, metavar="DIR",
-                      help="folder of trained concert models (concert_edit.models); default: the built-in fallback")
+    edit.add_argument("--model", default="builtin", metavar="DIR",
+                      help="folder of trained concert models (e.g. models/avlab/concert/<name>); 'builtin': the pack's "
+                           "models trained on its synthetic concerts; 'none': audio/motion heuristics, no model")
     edit.add_argument("--trim-to-audio", action="store_true",
                       help="accept master audio shorter than the cameras (the edit ends with the audio)")
     edit.set_defaults(func=cmd_concert_edit, flags=CONCERT_EDIT_FLAGS, command="concert edit")

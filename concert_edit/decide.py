@@ -27,8 +27,7 @@ cut*; how the scores become an edit is not published. The procedure here (:func:
   air (ties → the lower index); the first shot uses ``first_camera`` (the wide shot, camera 0).
 
 From files (:func:`plan_edit`, behind ``python -m avlab concert edit``): the trained models through
-the hook :func:`load_model_factories` (``concert_edit.models.load_concert_models(dir)``, looked up
-lazily), or without a model folder the fallback: :func:`breath_when_fn` (audio: a quiet moment
+:func:`load_model_factories` (``concert_edit.models.load_concert_models(dir)``), or without a model folder the fallback: :func:`breath_when_fn` (audio: a quiet moment
 followed by an onset inside the segment, more likely as the shot grows) and :func:`activity_how_fn`
 (video: the camera with the most motion right after the cut) — heuristics on streamed measurements,
 documented stand-ins for the learned models.
@@ -36,7 +35,6 @@ documented stand-ins for the learned models.
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -487,42 +485,25 @@ def _factories_from_models(models: Any, *, variant: str = "audio") -> tuple[Call
     return when_factory, how_factory
 
 
-def load_model_factories(model_dir: str | None, *, node: str = _NODE) -> tuple[Callable | None, Callable | None]:
-    """``(when_fn_factory, how_fn_factory)`` from ``concert_edit.models.load_concert_models(model_dir)``
-    (looked up lazily), or ``(None, None)`` without ``model_dir`` (the fallback is used).
+def load_model_factories(model_dir: str | os.PathLike[str] | None, *, node: str = _NODE
+                         ) -> tuple[Callable | None, Callable | None, float | None]:
+    """``(when_fn_factory, how_fn_factory, threshold)`` of the trained models in ``model_dir``
+    (:func:`avlab.concert_edit.models.load_concert_models`; ``threshold`` = the when model's
+    validation-tuned one), or ``(None, None, None)`` without a folder (the fallback is used).
+    The factories are called with keywords and return the two callables of the package interface::
 
-    ``load_concert_models`` may return the factories themselves or a ``ConcertModels`` object
-    (``make_when_fn`` / ``make_how_fn``, adapted by streaming the files). The factories are called
-    with keywords and return the two callables of the package interface::
-
-        when_fn = when_fn_factory(audio=path, segments=[(start, end), ...], fps=Fraction, duration=float,
-                                  cameras=[path, ...])
+        when_fn = when_fn_factory(audio=path, fps=Fraction, duration=float, cameras=[path, ...])
         how_fn = how_fn_factory(cameras=[path, ...], fps=Fraction, duration=float)
-
-    A ``when_fn`` with a ``segment_times`` attribute defines the segments it is asked about.
-    Either factory may be None: that half then uses the fallback.
     """
     if model_dir is None:
-        return None, None
+        return None, None, None
     if not os.path.isdir(model_dir):
         raise NodeInputError(node, "model_dir", "a folder with trained concert models (models/avlab/concert/...)",
-                             model_dir)
-    try:
-        models = importlib.import_module(f"{__package__}.models")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.models":
-            raise
-        raise NodeInputError(node, "model_dir", "an AVLab install with concert_edit.models (omit the model "
-                             "folder to use the built-in fallback)", "this install has no concert models module") from None
-    loader = getattr(models, "load_concert_models", None)
-    if loader is None:
-        raise NodeInputError(node, "model_dir", "concert_edit.models.load_concert_models(dir)",
-                             "no load_concert_models in concert_edit.models")
-    loaded = loader(model_dir)
-    if hasattr(loaded, "make_when_fn") and hasattr(loaded, "make_how_fn"):
-        return _factories_from_models(loaded)
-    when_factory, how_factory = loaded
-    return when_factory, how_factory
+                             os.fspath(model_dir))
+    from .models import load_concert_models
+
+    models = load_concert_models(model_dir)
+    return (*_factories_from_models(models), models.threshold("audio"))
 
 
 def plan_edit(
@@ -532,8 +513,8 @@ def plan_edit(
     fps: media.FpsLike | None = None,
     min_shot_s: float = 2.0,
     max_shot_s: float = 20.0,
-    threshold: float = 0.5,
-    model_dir: str | None = None,
+    threshold: float | None = None,
+    model_dir: str | os.PathLike[str] | None = None,
     tolerance_s: float = 0.5,
     allow_short_audio: bool = False,
     activity_rate: float = 5.0,
@@ -549,6 +530,7 @@ def plan_edit(
         fps: program frame rate (default: the first camera's).
         min_shot_s, max_shot_s, threshold: :func:`decide_edit`.
         model_dir: folder of trained concert models (None: the fallback).
+        threshold: cut threshold (None: the models' validation-tuned one, 0.5 for the fallback).
         allow_short_audio: accept audio shorter than the cameras (the edit ends with the audio).
     """
     from .render import check_audio_covers_cameras, probe_cameras
@@ -562,7 +544,9 @@ def plan_edit(
     if not allow_short_audio:
         check_audio_covers_cameras(duration, infos, audio_src, tolerance_s=tolerance_s, node=node)
     segments = segment_windows(duration)
-    when_factory, how_factory = load_model_factories(model_dir, node=node)
+    when_factory, how_factory, tuned = load_model_factories(model_dir, node=node)
+    if threshold is None:
+        threshold = tuned if tuned is not None else 0.5
     if when_factory is not None:
         when_fn = when_factory(audio=audio_src, segments=segments, fps=rate, duration=duration, cameras=cameras)
         segments = list(getattr(when_fn, "segment_times", segments))     # the model's own segment grid

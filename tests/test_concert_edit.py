@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import types
 import wave
 from fractions import Fraction
@@ -20,6 +19,7 @@ from avlab.common import media
 from avlab.common.errors import NodeInputError
 from avlab.concert_edit import decide, edl as edl_mod, pseudolabels, render
 from avlab.concert_edit.decide import decide_edit, segment_windows
+from avlab.concert_edit.models import load_concert_models
 from avlab.concert_edit.edl import EditDecisionList, Shot, cmx_3600_text, frames_to_timecode
 from avlab.synthetic import ConcertConfig, make_concert
 
@@ -41,6 +41,9 @@ def write_wav(path: Path, seconds: float, sr: int = SR, freq: float = 440.0) -> 
         w.setframerate(sr)
         w.writeframes(pcm.tobytes())
     return path
+
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "concert"
 
 
 def solid_camera(path: Path, k: int, seconds: float, fps=10, size=(64, 48)) -> Path:
@@ -517,7 +520,7 @@ def test_cli_concert_edit_writes_a_playable_mp4_and_the_edit_lists(tmp_path, con
     c, cams, wav, _ = concert_files
     out = tmp_path / "edit.mp4"
     assert main(["concert", "edit", *map(str, cams), "--audio", str(wav), "--out", str(out), "--otio",
-                 "--min-shot", "2", "--max-shot", "5"]) == 0
+                 "--min-shot", "2", "--max-shot", "5", "--model", "none"]) == 0
     report = json.loads(capsys.readouterr().out)
     info = media.probe_video(out)
     assert info.has_audio and info.num_frames == 120 and report["frames"] == 120
@@ -527,55 +530,24 @@ def test_cli_concert_edit_writes_a_playable_mp4_and_the_edit_lists(tmp_path, con
     assert out.with_suffix(".otio").is_file() and out.with_suffix(".edl").read_text().startswith("TITLE:")
 
 
-def test_cli_concert_edit_takes_models_from_the_hook(tmp_path, concert_files, monkeypatch, capsys):
+def test_cli_concert_edit_uses_the_built_in_models_by_default(tmp_path, concert_files):
+    """No --model: the pack's trained models (weights/concert) decide, with their tuned threshold."""
     _, cams, wav, _ = concert_files
-    calls = {}
-
-    def load_concert_models(folder):
-        calls["folder"] = folder
-
-        def when_factory(**kw):
-            calls["when"] = sorted(kw)
-            return lambda i, since: 1.0
-
-        def how_factory(**kw):
-            calls["how"] = sorted(kw)
-            return lambda cur, t, cands: [float(k) for k in cands]
-
-        return when_factory, how_factory
-
-    monkeypatch.setitem(sys.modules, "avlab.concert_edit.models",
-                        types.SimpleNamespace(load_concert_models=load_concert_models))
     assert main(["concert", "edit", *map(str, cams), "--audio", str(wav), "--out", str(tmp_path / "e.mp4"),
-                 "--model", str(tmp_path), "--min-shot", "3", "--max-shot", "6"]) == 0
-    edl = EditDecisionList.from_json(tmp_path / "e.json")
-    assert calls["folder"] == str(tmp_path) and "segments" in calls["when"] and "cameras" in calls["how"]
-    assert edl.metadata["models"]["when"] == "model" and len(edl.shots) >= 3
-
-
-def test_cli_concert_edit_adapts_a_concert_models_object(tmp_path, concert_files, monkeypatch):
-    c, cams, wav, _ = concert_files
-    seen = {}
-
-    class FakeModels:
-        def make_when_fn(self, waveform, sample_rate, cameras=None, fps=None, *, variant="audio"):
-            seen["audio"] = (tuple(waveform.shape), sample_rate, variant)
-            fn = lambda i, since: 1.0 if since >= 3.0 else 0.0          # noqa: E731
-            fn.segment_times = segment_windows(waveform.shape[-1] / sample_rate)
-            return fn
-
-        def make_how_fn(self, cameras, fps):
-            seen["frames"] = [len(f) for f in cameras]
-            return lambda cur, t, cands: [float(cameras[k][int(t * fps)].mean()) for k in cands]
-
-    monkeypatch.setitem(sys.modules, "avlab.concert_edit.models",
-                        types.SimpleNamespace(load_concert_models=lambda folder: FakeModels()))
-    assert main(["concert", "edit", *map(str, cams), "--audio", str(wav), "--out", str(tmp_path / "e.mp4"),
-                 "--model", str(tmp_path), "--min-shot", "2", "--max-shot", "6"]) == 0
-    assert seen["audio"] == ((1, 12 * 16000), 16000, "audio") and seen["frames"] == [120] * 3
+                 "--min-shot", "2", "--max-shot", "6"]) == 0
     edl = EditDecisionList.from_json(tmp_path / "e.json")
     check_edit(edl, 2.0, 6.0, 12.0, 3)
-    assert edl.metadata["models"]["how"] == "model"
+    assert edl.metadata["models"]["when"] == "model" and edl.metadata["models"]["how"] == "model"
+    tuned = load_concert_models(WEIGHTS).threshold("audio")
+    assert 0.0 < tuned < 1.0 and edl.metadata["threshold"] == pytest.approx(tuned)
+
+
+def test_cli_concert_edit_refuses_a_model_folder_that_does_not_exist(tmp_path, concert_files, capsys):
+    _, cams, wav, _ = concert_files
+    assert main(["concert", "edit", *map(str, cams), "--audio", str(wav), "--out", str(tmp_path / "e.mp4"),
+                 "--model", str(tmp_path / "nope")]) == 1
+    err = capsys.readouterr().err
+    assert "option --model expected a folder with trained concert models" in err
 
 
 @pytest.mark.parametrize("case, flag", [("one camera", "CAMERAS"), ("not a video", "CAMERAS"),
