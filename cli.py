@@ -241,9 +241,12 @@ def cmd_concert_edit(args: argparse.Namespace) -> int:
     edl_path = Path(args.edl) if args.edl else out.with_suffix(".json")
     edl.to_json(edl_path)
     written = {"edl": str(edl_path)}
-    if args.otio:
-        written["otio"] = str(edl.write_otio(edl_path.with_suffix(".otio")))
-        written["cmx_edl"] = str(edl.write_cmx_edl(edl_path.with_suffix(".edl")))
+    exports = [("cmx_edl", ".edl", edl.write_cmx_edl)] + ([("otio", ".otio", edl.write_otio)] if args.otio else [])
+    for key, ext, write in exports:   # editor formats: a rate CMX cannot hold is skipped, not fatal
+        try:
+            written[key] = str(write(edl_path.with_suffix(ext)))
+        except NodeInputError as exc:
+            logger.warning("no %s written: %s", ext, exc)
     logger.info("%d shots, %d cuts (%d forced by --max-shot); rendering %s", len(edl.shots), len(edl.cut_times),
                 len(edl.metadata["forced_cuts"]), out)
     result = render.render_edit(edl, out, audio=edl.audio, audio_samples=samples, allow_short_audio=args.trim_to_audio,
@@ -287,7 +290,7 @@ def _add_concert_subcommands(concert: argparse.ArgumentParser, fmt) -> None:
     edit.add_argument("--audio", default=None, help="master audio file (default: the first camera's audio)")
     edit.add_argument("--out", default="out/concert_edit/edit.mp4", help="output mp4")
     edit.add_argument("--edl", default=None, help="edit decision list JSON to write (default: beside --out)")
-    edit.add_argument("--otio", action="store_true", help="also write .otio and CMX 3600 .edl beside the JSON")
+    edit.add_argument("--otio", action="store_true", help="also write .otio (OpenTimelineIO) beside the JSON and the CMX 3600 .edl")
     edit.add_argument("--min-shot", type=float, default=2.0, help="shortest shot in seconds")
     edit.add_argument("--max-shot", type=float, default=20.0, help="longest shot in seconds (cuts are forced)")
     edit.add_argument("--threshold", type=float, default=None,

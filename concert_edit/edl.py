@@ -235,7 +235,7 @@ class EditDecisionList:
             if i and self.cut_scores is not None:
                 meta["cut_score"] = float(self.cut_scores[i - 1])
             clip.metadata["avlab"] = meta
-            clip.metadata["cmx_3600"] = {"reel": _reel(self.cameras[cam])}   # 8 letters/digits, no spaces
+            clip.metadata["cmx_3600"] = {"reel": _reel(self.cameras[cam], cam, self.cameras)}   # 8 letters/digits, no spaces
             video.append(clip)
         if self.audio is not None:
             audio = otio.schema.Track(name="A1", kind=otio.schema.TrackKind.Audio)
@@ -336,10 +336,17 @@ def frames_to_timecode(frame: int, fps: Fraction) -> str:
     return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}{sep}{ff:02d}"
 
 
-def _reel(name: str) -> str:
-    """An 8-character CMX reel name from a camera name (letters and digits only)."""
-    stem = re.sub(r"[^A-Za-z0-9]", "", os.path.splitext(_clip_name(name))[0]).upper()
-    return (stem or "AX")[:8]
+def _reel(name: str, index: int | None = None, names: Sequence[str] = ()) -> str:
+    """An 8-character CMX reel name from a camera name (letters and digits only). Editors relink by
+    reel, so when two cameras of ``names`` would share one, each gets its camera number at the end."""
+    def stem(n: str) -> str:
+        return (re.sub(r"[^A-Za-z0-9]", "", os.path.splitext(_clip_name(n))[0]).upper() or "AX")[:8]
+
+    reel = stem(name)
+    if index is not None and sum(stem(n) == reel for n in names) > 1:
+        tag = f"{index + 1:02d}"
+        reel = reel[: 8 - len(tag)] + tag
+    return reel
 
 
 def cmx_3600_text(edl: EditDecisionList, *, title: str = "AVLab concert edit") -> str:
@@ -350,7 +357,7 @@ def cmx_3600_text(edl: EditDecisionList, *, title: str = "AVLab concert edit") -
     lines = [f"TITLE: {title}", f"FCM: {'DROP FRAME' if drop else 'NON-DROP FRAME'}", ""]
     for i, (a, b, cam) in enumerate(edl.shot_frames(), start=1):
         tc_in, tc_out = frames_to_timecode(a, edl.fps), frames_to_timecode(b, edl.fps)
-        lines.append(f"{i:03d}  {_reel(edl.cameras[cam]):<8} V     C        {tc_in} {tc_out} {tc_in} {tc_out}")
+        lines.append(f"{i:03d}  {_reel(edl.cameras[cam], cam, edl.cameras):<8} V     C        {tc_in} {tc_out} {tc_in} {tc_out}")
         lines.append(f"* FROM CLIP NAME: {_clip_name(edl.cameras[cam])}")
         lines.append(f"* FROM CLIP: {edl.cameras[cam]}")
     return "\n".join(lines) + "\n"

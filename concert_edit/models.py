@@ -405,7 +405,10 @@ class ConcertModels:
             enc = self._encoder(WHEN_FILES[variant], encoder, model.config.image_dim)
             fps = media.as_fps(fps, node=node)
             last = F.segment_last_frames(len(cams[camera]), fps, starts)
-            images = enc.embed(torch.stack([torch.as_tensor(cams[camera][i]) for i in last])) if last else None
+            images = None                   # embedded 32 frames at a time: never a stack of every segment's frame
+            if last:
+                images = torch.cat([enc.embed(torch.stack([torch.as_tensor(cams[camera][i]) for i in last[j:j + 32]]))
+                                    for j in range(0, len(last), 32)])
         stats = self.shot_stats
 
         @torch.no_grad()

@@ -37,6 +37,9 @@ EDIT_LIST = io.Custom("AVLAB_EDIT_LIST")
 BUILTIN = "built-in (synthetic domain)"
 BUILTIN_DIR = Path(__file__).resolve().parents[1] / "weights" / "concert"
 MAX_CAMERAS = 6
+#: How much longer than the cameras the master audio may be (AAC tracks routinely run a few tens of
+#: ms past the last frame): the last camera frame is held. The same rule as ``concert_edit.render``.
+AUDIO_TOLERANCE_S = 0.5
 
 
 @dataclass
@@ -63,7 +66,7 @@ class ConcertCuts:
     cut_times: list[float]
     duration: float
     fps: Fraction
-    segment_probs: list[float]
+    segment_probs: list[float | None]   # None: not asked (the segment already held a cut, or none was allowed)
     segments: list[tuple[float, float]]
     forced: list[int]
     min_shot_s: float
@@ -114,6 +117,13 @@ class _ClipVisionEncoder:
         return torch.cat(out)
 
 
+def check_audio_fits_cameras(node: str, input_name: str, seconds: float, cameras: CameraSet) -> None:
+    """Refuse audio (or cuts) longer than the cameras by more than :data:`AUDIO_TOLERANCE_S`."""
+    if seconds > cameras.duration + AUDIO_TOLERANCE_S:
+        raise NodeInputError(node, input_name, f"at most {AUDIO_TOLERANCE_S:g} s longer than the cameras "
+                             f"({cameras.duration:.2f} s; trim the audio or extend the recordings)", f"{seconds:.2f} s")
+
+
 def _encoder(clip_vision):
     return None if clip_vision is None else _ClipVisionEncoder(clip_vision)
 
@@ -124,11 +134,15 @@ def _model_choices() -> list[str]:
 
 def _plot_cuts(cuts: ConcertCuts, threshold: float, width: int = 640, height: int = 160) -> torch.Tensor:
     """IMAGE ``[1,H,W,3]``: a bar per segment (P(cut), the paper's 4 s / 2 s windows, drawn over the
-    middle 2 s of each), the threshold as a grey line, the chosen cuts as red lines (forced: orange)."""
+    middle 2 s of each; a grey tick where it was not asked), the threshold as a grey line, the chosen
+    cuts as red lines (forced: orange)."""
     img = np.full((height, width, 3), 0.97, dtype=np.float32)
     sx = width / max(cuts.duration, 1e-9)
     for (a, b), p in zip(cuts.segments, cuts.segment_probs):
         x0, x1 = int((a + 1.0) * sx), max(int((a + 1.0) * sx) + 1, int((b - 1.0) * sx))
+        if p is None:                                   # not asked: a thin grey tick at the bottom
+            img[height - 3:, max(0, x0):min(width, x1)] = (0.75, 0.75, 0.75)
+            continue
         y0 = int(round((1.0 - p) * (height - 1)))
         img[y0:, max(0, x0):min(width, x1)] = (0.35, 0.55, 0.85)
     ty = int(round((1.0 - threshold) * (height - 1)))
@@ -246,9 +260,8 @@ class AVLabConcertCutPoints(io.ComfyNode):
             raise NodeInputError(cls.NAME, "cameras", "cameras for the multimodal variant (or variant 'audio')", None)
         rate = cameras.fps if cameras is not None else media.as_fps(fps, node=cls.NAME, input_name="fps")
         duration = waveform.shape[-1] / sample_rate
-        if cameras is not None and duration > cameras.duration + 1.0 / float(rate):
-            logger.info("%s: audio (%.2f s) is longer than the cameras (%.2f s); cutting the audio's length",
-                        cls.NAME, duration, cameras.duration)
+        if cameras is not None:
+            check_audio_fits_cameras(cls.NAME, "audio", duration, cameras)
         when_fn = models.make_when_fn(waveform, sample_rate, cameras=None if cameras is None else cameras.frames,
                                       fps=rate, variant=variant, encoder=_encoder(clip_vision))
         probs: dict[int, float] = {}
@@ -263,7 +276,7 @@ class AVLabConcertCutPoints(io.ComfyNode):
                           cameras=1, fps=rate, min_shot_s=min_shot_s, max_shot_s=max_shot_s, threshold=threshold,
                           energy=frame_energy(waveform, sample_rate, rate), node=cls.NAME)
         segments = [tuple(map(float, s)) for s in when_fn.segment_times]
-        cuts = ConcertCuts(edl.cut_times, duration, rate, [probs.get(i, 0.0) for i in range(len(segments))],
+        cuts = ConcertCuts(edl.cut_times, duration, rate, [probs.get(i) for i in range(len(segments))],
                            segments, list(edl.metadata.get("forced_cuts", [])), min_shot_s, max_shot_s,
                            list(edl.cut_scores or []))
         logger.info("%s: %d cuts in %.1f s (%d forced by max_shot_s)", cls.NAME, len(cuts.cut_times), duration,
@@ -304,6 +317,10 @@ class AVLabCameraSelector(io.ComfyNode):
         from ..concert_edit.edl import EditDecisionList, shots_from_cuts
 
         k = len(cameras.frames)
+        if cuts.fps != cameras.fps:
+            raise NodeInputError(cls.NAME, "cuts", f"cut points made at the cameras' {cameras.fps} fps (connect the "
+                                 "cameras to Concert Cut Points too)", f"{cuts.fps} fps")
+        check_audio_fits_cameras(cls.NAME, "cuts", cuts.duration, cameras)
         if not 1 <= first_camera <= k:
             raise NodeInputError(cls.NAME, "first_camera", f"a camera number in 1..{k}", first_camera)
         how_fn = models.make_how_fn(cameras.frames, cameras.fps, encoder=_encoder(clip_vision))
@@ -356,15 +373,16 @@ class AVLabRenderEdit(io.ComfyNode):
         if abs(seconds - edl.duration) > 1.0 / float(edl.fps):
             raise NodeInputError(cls.NAME, "audio", f"the audio the edit list was made for ({edl.duration:.2f} s)",
                                  f"{seconds:.2f} s")
-        n = edl.num_frames
-        if n > cameras.num_frames:
-            raise NodeInputError(cls.NAME, "audio", f"audio no longer than the cameras ({cameras.duration:.2f} s; "
-                                 "trim it or extend the recordings)", f"{waveform.shape[-1] / sample_rate:.2f} s")
-        program = torch.empty((n, *cameras.frames[0].shape[1:]), dtype=cameras.frames[0].dtype)
+        check_audio_fits_cameras(cls.NAME, "audio", seconds, cameras)
+        n, have = edl.num_frames, cameras.num_frames
+        program = torch.empty((n, *cameras.frames[0].shape[1:]), dtype=torch.float32)
         for start, end, cam in edl.shot_frames():
-            end = min(end, n)
-            if start < end:
-                program[start:end] = cameras.frames[cam][start:end]
+            src_end = min(end, have)
+            if start < src_end:
+                program[start:src_end] = cameras.frames[cam][start:src_end]
+            if end > have:                              # audio a little past the last frame: hold it
+                program[max(start, have):end] = cameras.frames[cam][have - 1]
+        program.clamp_(0.0, 1.0)                        # one tensor for the VIDEO and the IMAGE output
         out_audio = media.waveform_to_audio(waveform, sample_rate)
         return io.NodeOutput(video_from_frames(program, cameras.fps, out_audio), program, out_audio)
 
@@ -379,8 +397,8 @@ class AVLabSaveEditList(io.ComfyNode):
         return io.Schema(
             node_id="AVLabSaveEditList", display_name=cls.NAME, category="AVLab/Concert",
             description="Saves the edit decision list in ComfyUI's output folder as .json (AVLab's format), "
-            ".otio (OpenTimelineIO; needs the opentimelineio package) and .edl (CMX 3600), for editors that "
-            "relink the camera files.",
+            ".otio (OpenTimelineIO; needs the opentimelineio package) and .edl (CMX 3600; integer or NTSC frame "
+            "rates), for editors that relink the camera files. A format that cannot be written is logged and skipped.",
             inputs=[EDIT_LIST.Input("edit_list", tooltip="From AVLab Camera Selector."),
                     io.String.Input("filename_prefix", default="AVLab/concert_edit",
                                     tooltip="Path inside ComfyUI's output folder, without extension.")],
@@ -395,12 +413,13 @@ class AVLabSaveEditList(io.ComfyNode):
         folder, name, counter, _ = output_path(cls.NAME, filename_prefix)
         os.makedirs(folder, exist_ok=True)
         base = os.path.join(folder, f"{name}_{counter:05}")
-        edit_list.to_json(base + ".json")
-        written = [base + ".json", str(edit_list.write_cmx_edl(base + ".edl"))]
-        try:
-            written.append(str(edit_list.write_otio(base + ".otio")))
-        except NodeInputError as exc:
-            logger.warning("%s: no .otio written (%s)", cls.NAME, exc)
+        edit_list.validate(cls.NAME).to_json(base + ".json")
+        written = [base + ".json"]
+        for ext, write in ((".edl", edit_list.write_cmx_edl), (".otio", edit_list.write_otio)):
+            try:        # CMX timecodes need an integer or NTSC rate; .otio needs opentimelineio
+                written.append(str(write(base + ext)))
+            except NodeInputError as exc:
+                logger.warning("%s: no %s written (%s)", cls.NAME, ext, exc)
         return io.NodeOutput("\n".join(written), ui=ui.PreviewText("\n".join(written)))
 
 

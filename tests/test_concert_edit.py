@@ -578,3 +578,12 @@ def test_cli_concert_label_writes_the_manifest(tmp_path, concert_files, capsys):
 def test_plain_concert_command_still_renders_a_synthetic_concert(tmp_path):
     assert main(["concert", "--out", str(tmp_path), "--duration", "4", "--seed", "2"]) == 0
     assert (tmp_path / "concert_program.mp4").is_file() and (tmp_path / "concert.json").is_file()
+
+
+def test_cmx_reels_stay_unique_when_camera_names_share_their_first_letters():
+    edl = EditDecisionList([Shot(0.0, 2.0, 0), Shot(2.0, 4.0, 1)],
+                           ["concert2024_cam1.mp4", "concert2024_cam2.mp4"], 25, 4.0)
+    reels = [line.split()[1] for line in cmx_3600_text(edl).splitlines() if line[:3].isdigit()]
+    assert reels == ["CONCER01", "CONCER02"]
+    single = EditDecisionList([Shot(0.0, 2.0, 0), Shot(2.0, 4.0, 1)], ["wide.mp4", "close.mp4"], 25, 4.0)
+    assert [line.split()[1] for line in cmx_3600_text(single).splitlines() if line[:3].isdigit()] == ["WIDE", "CLOSE"]

@@ -79,7 +79,10 @@ def frames_to_image(
     frames = _rgb_last(frames, node, input_name)
     if frames.dtype == torch.uint8:
         return frames.float().div_(255.0).cpu().contiguous()
-    return frames.detach().to(device="cpu", dtype=torch.float32).clamp(0.0, 1.0).contiguous()
+    frames = frames.detach().to(device="cpu", dtype=torch.float32)
+    if frames.numel() and (frames.min() < 0.0 or frames.max() > 1.0):   # copy only when out of range
+        frames = frames.clamp(0.0, 1.0)
+    return frames.contiguous()
 
 
 def to_channels_first(frames: torch.Tensor) -> torch.Tensor:

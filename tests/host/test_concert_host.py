@@ -92,3 +92,40 @@ def test_render_refuses_audio_of_another_length(comfy_client):
         comfy_client.run(graph, timeout=600)
     msg = str(info.value)
     assert "AVLab Render Edit" in msg and "'audio'" in msg and "24.00 s" in msg and "30.00 s" in msg
+
+
+def test_render_holds_the_last_frame_for_audio_a_little_longer_than_the_cameras(comfy_inprocess):
+    """Real recordings: the AAC track runs ~1024 samples past the last frame. The program lasts as
+    long as the audio (last frame held); more than 0.5 s longer is refused, naming the input."""
+    from fractions import Fraction
+
+    import torch
+
+    from avlab.concert_edit.edl import EditDecisionList, Shot
+    from avlab.nodes import concert as nodes
+
+    fps, sr, n = Fraction(30000, 1001), 48000, 300
+    cams = nodes.CameraSet([torch.full((n, 8, 8, 3), v) for v in (0.2, 0.8)], fps, ["a", "b"])
+    seconds = float(n / fps) + 1024 / sr
+    audio = {"waveform": torch.zeros(1, 2, round(seconds * sr)), "sample_rate": sr}
+    edl = EditDecisionList([Shot(0.0, 5.0, 0), Shot(5.0, seconds, 1)], ["a", "b"], fps, seconds)
+    video, program, _ = nodes.AVLabRenderEdit.execute(edl, cams, audio).result
+    assert program.shape[0] == edl.num_frames == n + 1
+    assert float(program[-1].mean()) == pytest.approx(0.8) and float(program[0].mean()) == pytest.approx(0.2)
+    too_long = {"waveform": torch.zeros(1, 2, round((float(n / fps) + 0.8) * sr)), "sample_rate": sr}
+    edl_long = EditDecisionList([Shot(0.0, float(n / fps) + 0.8, 0)], ["a", "b"], fps, float(n / fps) + 0.8)
+    with pytest.raises(nodes.NodeInputError, match="AVLab Render Edit: input 'audio' expected at most 0.5 s longer"):
+        nodes.AVLabRenderEdit.execute(edl_long, cams, too_long)
+
+
+def test_save_edit_list_skips_a_format_the_rate_cannot_hold(comfy_inprocess, tmp_path, monkeypatch):
+    """12.5 fps has no CMX 3600 timecode: the .json (and .otio) are written, the .edl is skipped."""
+    import folder_paths
+
+    from avlab.concert_edit.edl import EditDecisionList, Shot
+    from avlab.nodes import concert as nodes
+
+    monkeypatch.setattr(folder_paths, "get_output_directory", lambda: str(tmp_path))
+    edl = EditDecisionList([Shot(0.0, 4.0, 0), Shot(4.0, 8.0, 1)], ["a.mp4", "b.mp4"], "25/2", 8.0)
+    files = nodes.AVLabSaveEditList.execute(edl, "concert/rate").result[0].splitlines()
+    assert files[0].endswith(".json") and not any(f.endswith(".edl") for f in files)
