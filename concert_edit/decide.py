@@ -436,6 +436,16 @@ class FileFrames:
     def __len__(self) -> int:
         return self.n
 
+    def close(self) -> None:
+        """Close the decoder (also done when the sequence is garbage-collected)."""
+        self.reader.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown / already closed
+            pass
+
     def __getitem__(self, t: int) -> torch.Tensor:
         t = int(t)
         if not 0 <= t < self.n:

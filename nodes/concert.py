@@ -124,8 +124,16 @@ def check_audio_fits_cameras(node: str, input_name: str, seconds: float, cameras
                              f"({cameras.duration:.2f} s; trim the audio or extend the recordings)", f"{seconds:.2f} s")
 
 
-def _encoder(clip_vision):
-    return None if clip_vision is None else _ClipVisionEncoder(clip_vision)
+def _encoder(node: str, clip_vision, dim: int):
+    """The CLIP_VISION adapter, checked against the embedding width the model was trained on."""
+    if clip_vision is None:
+        return None
+    encoder = _ClipVisionEncoder(clip_vision)
+    if encoder.dim != dim:
+        raise NodeInputError(node, "clip_vision", f"an image encoder with {dim}-d embeddings, as the model was trained "
+                             "on (the built-in models use their own encoder: leave clip_vision empty)",
+                             f"{encoder.dim}-d image embeds")
+    return encoder
 
 
 def _model_choices() -> list[str]:
@@ -262,8 +270,13 @@ class AVLabConcertCutPoints(io.ComfyNode):
         duration = waveform.shape[-1] / sample_rate
         if cameras is not None:
             check_audio_fits_cameras(cls.NAME, "audio", duration, cameras)
+        if variant not in models.variants:
+            raise NodeInputError(cls.NAME, "variant", f"a variant the model folder holds: {models.variants}", variant)
+        encoder = None
+        if variant == "multimodal":
+            encoder = _encoder(cls.NAME, clip_vision, models.when[variant].config.image_dim)
         when_fn = models.make_when_fn(waveform, sample_rate, cameras=None if cameras is None else cameras.frames,
-                                      fps=rate, variant=variant, encoder=_encoder(clip_vision))
+                                      fps=rate, variant=variant, encoder=encoder)
         probs: dict[int, float] = {}
 
         def recorded(i: int, since: float) -> float:
@@ -323,7 +336,10 @@ class AVLabCameraSelector(io.ComfyNode):
         check_audio_fits_cameras(cls.NAME, "cuts", cuts.duration, cameras)
         if not 1 <= first_camera <= k:
             raise NodeInputError(cls.NAME, "first_camera", f"a camera number in 1..{k}", first_camera)
-        how_fn = models.make_how_fn(cameras.frames, cameras.fps, encoder=_encoder(clip_vision))
+        if models.how is None:
+            raise NodeInputError(cls.NAME, "models", "a model folder with how.safetensors", "no how model")
+        how_fn = models.make_how_fn(cameras.frames, cameras.fps,
+                                    encoder=_encoder(cls.NAME, clip_vision, models.how.config.embed_dim))
         on_air = [first_camera - 1]
         for t in cuts.cut_times:
             candidates = [c for c in range(k) if c != on_air[-1]]

@@ -129,3 +129,26 @@ def test_save_edit_list_skips_a_format_the_rate_cannot_hold(comfy_inprocess, tmp
     edl = EditDecisionList([Shot(0.0, 4.0, 0), Shot(4.0, 8.0, 1)], ["a.mp4", "b.mp4"], "25/2", 8.0)
     files = nodes.AVLabSaveEditList.execute(edl, "concert/rate").result[0].splitlines()
     assert files[0].endswith(".json") and not any(f.endswith(".edl") for f in files)
+
+
+def test_a_clip_vision_of_another_width_is_refused_naming_the_input(comfy_inprocess):
+    """The built-in how model was trained on 147-d colour-layout embeddings; a 768-d CLIP_VISION
+    (its ``encode_image(...).image_embeds`` interface, here a stand-in object) is refused clearly."""
+    import types
+    from fractions import Fraction
+
+    import torch
+
+    from avlab.concert_edit.models import load_concert_models
+    from avlab.nodes import concert as nodes
+
+    class WideClipVision:
+        def encode_image(self, image):
+            return types.SimpleNamespace(image_embeds=torch.zeros(image.shape[0], 768))
+
+    cams = nodes.CameraSet([torch.rand(20, 16, 16, 3) for _ in range(2)], Fraction(5), ["a", "b"])
+    cuts = nodes.ConcertCuts([2.0], 4.0, Fraction(5), [0.9], [(0.0, 4.0)], [], 1.0, 4.0, [0.9])
+    models = load_concert_models(nodes.BUILTIN_DIR)
+    with pytest.raises(nodes.NodeInputError,
+                       match="AVLab Camera Selector: input 'clip_vision' expected an image encoder with 147-d"):
+        nodes.AVLabCameraSelector.execute(models, cuts, cams, 1, clip_vision=WideClipVision())
