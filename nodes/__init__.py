@@ -21,6 +21,7 @@ NODE_MODULES = (
     "lightcache",
     "lightcache_decode",
     "concert",
+    "masks",
 )
 
 
