@@ -22,6 +22,7 @@ NODE_MODULES = (
     "lightcache_decode",
     "concert",
     "masks",
+    "flowrvs",
 )
 
 
