@@ -224,7 +224,8 @@ def init_random(module, seed: int) -> None:
     """Deterministic small random init of every parameter (ComfyUI's ops skip weight init).
 
     Linear/Conv/Embedding weights: normal with std 1/sqrt(fan_in) (0.02 for embeddings); norm gains 1;
-    biases 0; SVD mix factors 0; anything else (Wan modulation, Fourier weights...) normal std 0.02.
+    biases 0; SVD mix factors 0; anything else (Wan modulation, Fourier weights...) normal std 0.02;
+    rotary ``inv_freq`` buffers (allocated empty by ComfyUI) the standard base-10000 frequencies.
     """
     import torch
 
@@ -270,7 +271,12 @@ def init_random(module, seed: int) -> None:
             else:
                 normal_(p, 0.02)
         for bname, b in module.named_buffers():
-            if b.is_floating_point() and not torch.isfinite(b).all():
+            if bname.endswith("inv_freq") and b.ndim == 1:
+                # rotary frequencies that ComfyUI allocates with torch.empty and fills from the checkpoint
+                # (Stable Audio DiT): garbage memory here made the host tier flaky (NaN outputs)
+                dim = 2 * b.numel()
+                b.copy_(1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)))
+            elif b.is_floating_point() and not torch.isfinite(b).all():
                 raise RuntimeError(f"uninitialised buffer {bname}")
 
 
