@@ -29,7 +29,7 @@ import time
 import wave
 from pathlib import Path
 
-from harness import Config, _import_avlab, run_isolated, write_results
+from harness import Config, _import_avlab, _status_kib, run_isolated, write_results
 
 LIMIT_MIB = 2048
 
@@ -98,13 +98,11 @@ def edit(cameras: list[str], audio: str, out: str) -> dict:
 
 
 def _vm_hwm_mib(pid: int) -> float | None:
+    """The child's own peak RSS so far (None once it has exited)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
+        return _status_kib("VmHWM", pid) / 1024
+    except (OSError, KeyError):
+        return None
 
 
 def cli_subprocess(cameras: list[str], audio: str, out: str) -> dict:

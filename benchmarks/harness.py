@@ -44,8 +44,9 @@ class Config:
     kwargs: dict = field(default_factory=dict)
 
 
-def _status_kib(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def _status_kib(key: str, pid: int | str = "self") -> int:
+    """A ``/proc/<pid>/status`` field in KiB (e.g. ``VmHWM``, the peak resident set)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
             return int(line.split()[1])
     raise KeyError(key)

@@ -66,6 +66,23 @@ def _as_masks(masks, node: str) -> torch.Tensor:
     return masks
 
 
+def pixel_boxes(on: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tight pixel boxes of boolean masks ``[T,H,W]``: ``(int64 [T,4] x0,y0,x1,y1 with exclusive
+    x1/y1, zeros where a frame is empty; present bool [T])``. Vectorised, no per-frame loop."""
+    _, H, W = on.shape
+    rows = on.any(2)                               # [T,H] bool
+    present = rows.any(1)                          # [T] bool
+    rows = rows.to(torch.uint8)
+    cols = on.any(1).to(torch.uint8)              # [T,W]
+    # argmax returns the first maximal index: first set row/col; on the flipped axis, the last one.
+    y0 = rows.argmax(1)
+    y1 = H - rows.flip(1).argmax(1)
+    x0 = cols.argmax(1)
+    x1 = W - cols.flip(1).argmax(1)
+    boxes = torch.stack([x0, y0, x1, y1], 1)
+    return torch.where(present.unsqueeze(1), boxes, torch.zeros_like(boxes)), present
+
+
 def mask_to_boxes(masks: torch.Tensor, threshold: float = 0.5, empty: str = "hold last",
                   node: str = "mask_to_boxes") -> tuple[torch.Tensor, torch.Tensor]:
     """``masks`` ``[T,H,W]`` (or ``[H,W]``) → ``(boxes float32 [T,4], present bool [T])`` on the
@@ -77,18 +94,9 @@ def mask_to_boxes(masks: torch.Tensor, threshold: float = 0.5, empty: str = "hol
         raise NodeInputError(node, "empty", f"one of {list(EMPTY_POLICIES)}", repr(empty))
     T, H, W = masks.shape
     on = (masks if masks.is_floating_point() else masks.float()) > threshold   # bool/int: True = 1
-    rows = on.any(2)                               # [T,H] bool
-    present = rows.any(1)                          # [T] bool
-    rows = rows.to(torch.uint8)
-    cols = on.any(1).to(torch.uint8)              # [T,W]
-    # argmax returns the first maximal index: first set row/col; on the flipped axis, the last one.
-    y0 = rows.argmax(1)
-    y1 = H - rows.flip(1).argmax(1)
-    x0 = cols.argmax(1)
-    x1 = W - cols.flip(1).argmax(1)
+    pixels, present = pixel_boxes(on)
     scale = torch.tensor([W, H, W, H], dtype=torch.float64, device=masks.device)
-    boxes = (torch.stack([x0, y0, x1, y1], 1).to(torch.float64) / scale).to(torch.float32)
-    boxes = torch.where(present.unsqueeze(1), boxes, torch.zeros_like(boxes))
+    boxes = (pixels.to(torch.float64) / scale).to(torch.float32)
 
     if bool(present.all()):
         return boxes, present

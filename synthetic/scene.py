@@ -32,6 +32,7 @@ import torch
 
 from . import audio as sound
 from ..common import media
+from ..common.boxes import pixel_boxes
 from ..common.errors import check_fields
 from ..common.memory import check_memory, format_bytes
 
@@ -358,15 +359,11 @@ def _render(cfg: SceneConfig, objects, centres, radii, angles):
 
 
 def _boxes(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    N, T = masks.shape[:2]
-    boxes = np.zeros((N, T, 4), np.float32)
-    visible = masks.reshape(N, T, -1).any(-1)
-    for k in range(N):
-        for t in np.nonzero(visible[k])[0]:
-            rows = np.nonzero(masks[k, t].any(1))[0]
-            cols = np.nonzero(masks[k, t].any(0))[0]
-            boxes[k, t] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
-    return boxes, visible
+    """Tight pixel boxes ``[N,T,4]`` (zeros where not visible) and visibility ``[N,T]`` of the
+    per-object masks (:func:`avlab.common.boxes.pixel_boxes`)."""
+    N, T, H, W = masks.shape
+    boxes, visible = pixel_boxes(torch.from_numpy(masks.reshape(N * T, H, W) > 0))
+    return boxes.numpy().astype(np.float32).reshape(N, T, 4), visible.numpy().reshape(N, T)
 
 
 # ---------------------------------------------------------------------------------------- audio
