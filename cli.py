@@ -29,16 +29,10 @@ import torch
 
 from .common import media, metrics
 from .common.errors import NodeInputError
+from .common.overlay import overlay_mask
 
 ROOT = Path(__file__).resolve().parent
 logger = logging.getLogger(__name__)
-
-
-def _overlay(frames: torch.Tensor, mask: torch.Tensor, colour=(1.0, 0.1, 0.1), alpha: float = 0.55) -> torch.Tensor:
-    """Frames ``[T,H,W,3]`` with ``mask`` ``[T,H,W]`` tinted (what a segmentation preview shows)."""
-    tint = torch.tensor(colour).view(1, 1, 1, 3)
-    m = mask.unsqueeze(-1) * alpha
-    return frames * (1 - m) + tint * m
 
 
 def render_scene(out: Path, seed: int, frames: int, size: int, fps: float, sample_rate: int = 44100) -> dict:
@@ -49,7 +43,7 @@ def render_scene(out: Path, seed: int, frames: int, size: int, fps: float, sampl
                                    sample_rate=sample_rate))
     out.mkdir(parents=True, exist_ok=True)
     written = media.write_video(out / "scene.mp4", scene.frames, fps, audio=scene.audio, sample_rate=scene.sample_rate)
-    media.write_video(out / "scene_target_mask.mp4", _overlay(scene.frames, scene.masks[0]), fps)
+    media.write_video(out / "scene_target_mask.mp4", overlay_mask(scene.frames, scene.masks[0]), fps)
     media.write_video(out / "scene_depth.mp4", scene.depth.unsqueeze(-1).expand(-1, -1, -1, 3), fps)
     (out / "scene.json").write_text(json.dumps(scene.labels(), indent=1))
     return {"video": str(out / "scene.mp4"), "frames": written.num_frames, "fps": fps,
@@ -388,6 +382,13 @@ TRAINERS = {
                      "synthetic concerts, or real edited videos with \"data\": {\"manifest\": \"labels.json\"} "
                      "(`concert label`)"),
     "concert-how": ("concert_edit.train", "cli_train", "how-to-cut model (papers.md §3): the next camera (synthetic concerts only)"),
+    "flowrvs-vae": ("flowrvs.train", "cli_train",
+                    "FlowRVS tiny Wan VAE on the synthetic referring clips (papers.md §2; frames and masks)"),
+    "flowrvs": ("flowrvs.train", "cli_train",
+                "FlowRVS flow network (papers.md §2): DiT + text encoder with BBS, SPA and DVI on cached latents "
+                "(\"vae\": folder with vae.safetensors; \"flow\": {bbs_special_freq, bbs_beta, spa_scale, dvi})"),
+    "flowrvs-mask-decoder": ("flowrvs.train", "cli_train",
+                             "FlowRVS mask decoder (papers.md §2): 1-channel head, encoder frozen, BCE + Dice"),
 }
 
 

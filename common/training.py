@@ -206,7 +206,15 @@ def ema_decay(config: TrainConfig, step: int) -> float:
 
 
 def _state_dict_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    """CPU tensors of the state dict; tied weights (one storage under two names, e.g. a text encoder's
+    shared embedding) are copied so safetensors can store both names."""
+    out, seen = {}, set()
+    for k, v in model.state_dict().items():
+        v = v.detach().to("cpu")
+        ptr = v.untyped_storage().data_ptr()
+        out[k] = v.clone() if ptr in seen else v.contiguous()
+        seen.add(ptr)
+    return out
 
 
 def save_checkpoint(out_dir: str | Path, model: nn.Module, optimizer=None, scheduler=None,

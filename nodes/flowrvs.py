@@ -277,4 +277,67 @@ class AVLabFlowRVSSegment(io.ComfyNode):
         return io.NodeOutput(mask.to(mm.intermediate_device()), prob.to(mm.intermediate_device()))
 
 
-NODES = [AVLabFlowRVSLoader, AVLabFlowRVSSegment]
+BUILTIN = "AVLab FlowRVS Built-in (synthetic)"
+_BUILTIN_CACHE: dict = {}
+
+
+def _builtin_model():
+    """The pack's tiny FlowRVS (``weights/flowrvs``), loaded once."""
+    from ..flowrvs.tiny import TinyFlowRVS
+
+    if "model" not in _BUILTIN_CACHE:
+        _BUILTIN_CACHE["model"] = TinyFlowRVS.load()
+    return _BUILTIN_CACHE["model"]
+
+
+class AVLabFlowRVSBuiltin(io.ComfyNode):
+    """The pack's tiny FlowRVS trained on the synthetic domain: no weights to download."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AVLabFlowRVSBuiltin", display_name=BUILTIN, category="AVLab/FlowRVS",
+            description="FlowRVS at toy scale, shipped with the pack (tiny Wan DiT + tiny Wan VAE + umT5-family text "
+            "encoder, trained on AVLab's synthetic referring clips). It knows only the synthetic domain: sentences "
+            "like 'the red circle moving left' (colours red, green, blue, yellow, magenta, cyan, orange, white; "
+            "circle, square, triangle; moving left/right/up/down). A check of the FlowRVS pipeline without weights; "
+            "for real videos use AVLab FlowRVS Loader + Segment.",
+            inputs=[
+                io.Image.Input("images", tooltip="Video frames [T,H,W,3] (synthetic referring clips)."),
+                io.String.Input("sentence", default="the red circle moving left",
+                                tooltip="Referring sentence: '<the> <colour> <shape> moving <direction>'."),
+                io.Int.Input("steps", default=DEFAULT_STEPS, min=1, max=100,
+                             tooltip="Euler steps from the video (σ=1) to the mask (σ=0); FlowRVS uses 1."),
+                io.Float.Input("shift", default=DEFAULT_SHIFT, min=0.01, max=100.0, step=0.01,
+                               tooltip="Timestep shift of the multi-step schedule (no effect at 1 step)."),
+            ],
+            outputs=[io.Mask.Output(display_name="mask", tooltip="Binary masks [T,H,W] at the input's size."),
+                     io.Mask.Output(display_name="probability", tooltip="Sigmoid of the mask decoder's logits.")],
+            is_experimental=True,
+        )
+
+    @classmethod
+    def execute(cls, images, sentence, steps, shift) -> io.NodeOutput:
+        import comfy.model_management as mm
+        import comfy.utils
+
+        if not torch.is_tensor(images) or images.dim() != 4 or images.shape[-1] != 3 or images.shape[0] < 1:
+            raise NodeInputError(BUILTIN, "images", "an IMAGE batch [T,H,W,3]", getattr(images, "shape", None))
+        if not isinstance(sentence, str) or not sentence.strip():
+            raise NodeInputError(BUILTIN, "sentence", "a non-empty referring sentence", repr(sentence))
+        try:
+            model = _builtin_model()
+        except NodeInputError as exc:
+            raise NodeInputError(BUILTIN, "weights", exc.expected, exc.got) from None
+        pbar = comfy.utils.ProgressBar(int(steps))
+
+        def callback(info):
+            mm.throw_exception_if_processing_interrupted()
+            pbar.update_absolute(int(info["i"]) + 1, int(steps))
+
+        masks, logits = model.segment(images[..., :3].float().cpu(), sentence, steps=int(steps), shift=float(shift),
+                                      callback=callback, return_logits=True)
+        return io.NodeOutput(masks.to(mm.intermediate_device()), torch.sigmoid(logits).to(mm.intermediate_device()))
+
+
+NODES = [AVLabFlowRVSLoader, AVLabFlowRVSSegment, AVLabFlowRVSBuiltin]

@@ -7,6 +7,8 @@ import logging
 from comfy_api.latest import io
 
 from ..common.boxes import EMPTY_POLICIES, Boxes, draw_boxes, mask_to_boxes
+from ..common.errors import NodeInputError
+from ..common.overlay import overlay_mask
 
 logger = logging.getLogger(__name__)
 
@@ -58,4 +60,40 @@ class AVLabMaskToBoxes(io.ComfyNode):
         return io.NodeOutput(value, value.to_json(), draw_boxes(mask, boxes, present).cpu())
 
 
-NODES = [AVLabMaskToBoxes]
+def _hex_colour(value: str, node: str) -> tuple[float, float, float]:
+    text = str(value).strip().lstrip("#")
+    if len(text) != 6 or any(c not in "0123456789abcdefABCDEF" for c in text):
+        raise NodeInputError(node, "colour", "a hex colour such as #ff2020", value)
+    return tuple(int(text[i:i + 2], 16) / 255.0 for i in (0, 2, 4))
+
+
+class AVLabMaskOverlay(io.ComfyNode):
+    """Frames with a mask tinted over them (a segmentation preview)."""
+
+    NAME = "AVLab Mask Overlay"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AVLabMaskOverlay",
+            display_name=cls.NAME,
+            category="AVLab/Masks",
+            description="Tints the masked pixels of every frame (one mask per frame, or one mask for all frames).",
+            inputs=[
+                io.Image.Input("images", tooltip="Video frames [T,H,W,3]."),
+                io.Mask.Input("mask", tooltip="Masks [T,H,W] of the same size (or a single mask)."),
+                io.String.Input("colour", default="#ff2020", tooltip="Tint colour as #rrggbb."),
+                io.Float.Input("alpha", default=0.55, min=0.0, max=1.0, step=0.01,
+                               tooltip="Opacity of the tint where the mask is 1."),
+            ],
+            outputs=[io.Image.Output(display_name="images", tooltip="The frames with the mask tinted.")],
+            is_experimental=True,
+        )
+
+    @classmethod
+    def execute(cls, images, mask, colour: str = "#ff2020", alpha: float = 0.55) -> io.NodeOutput:
+        tint = _hex_colour(colour, cls.NAME)
+        return io.NodeOutput(overlay_mask(images, mask, tint, alpha, node=cls.NAME))
+
+
+NODES = [AVLabMaskToBoxes, AVLabMaskOverlay]

@@ -16,6 +16,7 @@ from comfy_api.latest import io
 from ..common import media
 from ..common.errors import NodeInputError
 from ..synthetic import ConcertConfig, SceneConfig, make_concert, make_scene
+from ..synthetic.referring import SPLIT_SEEDS, ReferringConfig, make_referring_clip
 
 logger = logging.getLogger(__name__)
 
@@ -174,4 +175,45 @@ class AVLabSyntheticConcert(io.ComfyNode):
                              json.dumps(concert.labels()), cameras)
 
 
-NODES = [AVLabSyntheticScene, AVLabSyntheticConcert]
+class AVLabSyntheticReferringClip(io.ComfyNode):
+    """A referring-segmentation clip of the synthetic domain (FlowRVS, papers.md §2)."""
+
+    NAME = "AVLab Synthetic Referring Clip"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AVLabSyntheticReferringClip",
+            display_name=cls.NAME,
+            category="AVLab/Synthetic",
+            description="Renders a deterministic referring clip: shapes moving left/right/up/down, one of them named by "
+            "a sentence such as 'the red circle moving left' (often next to a same-colour, same-shape twin moving "
+            "another way). Gives frames, the target's mask and the sentence. The 'test' split uses colour/shape/"
+            "motion combinations the built-in FlowRVS model never saw in training.",
+            inputs=[
+                io.Combo.Input("split", options=list(SPLIT_SEEDS), default="test",
+                               tooltip="train: what the built-in model was trained on; val/test: held-out targets."),
+                io.Int.Input("index", default=0, min=0, max=99_999, tooltip="Clip number within the split."),
+                io.Int.Input("frames", default=9, min=1, max=257, tooltip="Number of frames."),
+                io.Int.Input("size", default=96, min=32, max=1024, step=16, tooltip="Frame width and height in pixels."),
+                io.Int.Input("num_objects", default=3, min=2, max=6, tooltip="Objects in the clip (the target included)."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="frames", tooltip="Video frames [T,H,W,3]."),
+                io.Mask.Output(display_name="target_mask", tooltip="Visible pixels of the target per frame."),
+                io.String.Output(display_name="sentence", tooltip="The referring sentence."),
+            ],
+            is_experimental=True,
+        )
+
+    @classmethod
+    def execute(cls, split: str, index: int, frames: int, size: int, num_objects: int) -> io.NodeOutput:
+        if split not in SPLIT_SEEDS:
+            raise NodeInputError(cls.NAME, "split", f"one of {list(SPLIT_SEEDS)}", split)
+        clip = make_referring_clip(split, index, ReferringConfig(frames=frames, height=size, width=size,
+                                                                 num_objects=num_objects))
+        logger.info("%s: %s #%d: %r", cls.NAME, split, index, clip.sentence)
+        return io.NodeOutput(clip.frames, clip.mask, clip.sentence)
+
+
+NODES = [AVLabSyntheticScene, AVLabSyntheticConcert, AVLabSyntheticReferringClip]

@@ -10,3 +10,6 @@ __all__ += ["Concert", "ConcertConfig", "make_concert"]
 from .dataset import SeededDataset, concert_dataset, scene_dataset, shard_indices
 
 __all__ += ["SeededDataset", "concert_dataset", "scene_dataset", "shard_indices"]
+from .referring import ReferringClip, ReferringConfig, heldout_triples, make_referring_clip
+
+__all__ += ["ReferringClip", "ReferringConfig", "heldout_triples", "make_referring_clip"]

@@ -1,0 +1,253 @@
+"""FlowRVS training pieces (papers.md §2; issue 8): BBS frequencies, the flow-matching target with
+SPA/DVI, the mask decoder's head and losses, the held-out referring split, the tiny model's files
+(readable by the official-weight loaders) and the committed trained weights."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from avlab.common.errors import NodeInputError
+from avlab.common.training import TrainConfig
+from avlab.flowrvs import train as T
+from avlab.flowrvs.tiny import TinyFlowRVS, WEIGHTS_DIR, WordTokenizer, build_system, build_vae
+from avlab.flowrvs.weights import load_flowrvs_dit, load_flowrvs_mask_vae
+from avlab.synthetic.referring import (MOTIONS, ReferringConfig, all_triples, heldout_triples, make_referring_clip,
+                                       vocabulary)
+
+SMALL = T.DataConfig(train_clips=12, val_clips=4, test_clips=4, frames=5, size=32)
+
+
+# ---------------------------------------------------------------------------------------------- BBS
+@pytest.mark.parametrize("freq", [0.0, 0.3, 0.5, 1.0])
+def test_bbs_draws_t1_with_the_configured_frequency(freq):
+    g = torch.Generator().manual_seed(0)
+    t = T.sample_t(40_000, special_freq=freq, generator=g)
+    ones = float((t == 1).float().mean())
+    # t = 1 also comes from the uniform part with probability 1/1000
+    expected = freq + (1 - freq) / 1000
+    assert abs(ones - expected) < 4 * math.sqrt(expected * (1 - expected) / 40_000) + 1e-9
+    steps = t * 1000
+    assert torch.all(t > 0) and torch.all(t <= 1) and torch.allclose(steps, steps.round(), atol=1e-3)
+
+
+def test_bbs_uniform_part_is_uniform_and_beta_biases_to_the_start():
+    g = torch.Generator().manual_seed(1)
+    t = T.sample_t(40_000, special_freq=0.0, beta=0.0, generator=g)
+    assert abs(float(t.mean()) - 0.5005) < 0.01
+    tb = T.sample_t(40_000, special_freq=0.0, beta=2.0, generator=torch.Generator().manual_seed(1))
+    assert abs(float(tb.mean()) - 0.75) < 0.01          # E[u^(1/3)] = 3/4
+
+
+def test_flow_config_rejects_bad_values():
+    with pytest.raises(NodeInputError, match="bbs_special_freq"):
+        T.FlowConfig(bbs_special_freq=1.5).validate()
+    with pytest.raises(NodeInputError, match="spa_scale"):
+        T.FlowConfig(spa_scale=-0.1).validate()
+
+
+# ---------------------------------------------------------------------------------------------- flow loss
+def _batch(b=2, t=2, h=4, w=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    vm = torch.randn(b, 16, t, h, w, generator=g)
+    vs = torch.rand(b, 16, t, h, w, generator=g) * 0.1
+    mask = torch.randn(b, 16, t, h, w, generator=g)
+    tok = WordTokenizer(vocabulary())
+    ids, att = tok(["the red circle moving left", "the blue square moving up"][:b])
+    return vm, vs, mask, ids, att
+
+
+@pytest.mark.parametrize("dvi", [False, True])
+def test_flow_loss_is_mse_to_start_minus_mask_with_spa_and_dvi(dvi):
+    torch.manual_seed(0)
+    _, system = build_system(vocabulary(), dvi=dvi)
+    batch = _batch()
+    flow = T.FlowConfig(bbs_special_freq=0.5, spa_scale=0.2, dvi=dvi)
+    torch.manual_seed(123)
+    loss, _ = T.flow_loss(system, batch, flow)
+    # the same draws by hand, in the same order: posterior sample, SPA noise, t
+    vm, vs, mask, ids, att = batch
+    torch.manual_seed(123)
+    video = vm + vs * torch.randn_like(vm)
+    start = video + 0.2 * torch.randn_like(video)
+    t = T.sample_t(2, 0.5, 0.0)
+    x_t = t.view(-1, 1, 1, 1, 1) * start + (1 - t.view(-1, 1, 1, 1, 1)) * mask
+    v = system(x_t, t, ids, att, video=video if dvi else None)
+    assert torch.allclose(loss, ((v - (start - mask)) ** 2).mean(), atol=1e-6)
+
+
+def test_flow_loss_without_spa_at_t1_targets_video_minus_mask():
+    torch.manual_seed(0)
+    _, system = build_system(vocabulary(), dvi=True)
+    vm, vs, mask, ids, att = _batch()
+    vs = torch.zeros_like(vs)                            # deterministic posterior
+    flow = T.FlowConfig(bbs_special_freq=1.0, spa_scale=0.0)
+    loss, extra = T.flow_loss(system, (vm, vs, mask, ids, att), flow)
+    assert extra["t1_frac"] == 1.0
+    v = system(vm, torch.ones(2), ids, att, video=vm)
+    assert torch.allclose(loss, ((v - (vm - mask)) ** 2).mean(), atol=1e-6)
+
+
+def test_short_training_of_the_flow_lowers_the_loss():
+    torch.set_num_threads(1)
+    clips = T.render_clips("train", SMALL.train_clips, SMALL)
+    torch.manual_seed(0)
+    vae = build_vae()
+    lat = T.encode_latents(vae, clips)
+    stats = T.latent_statistics(lat["video_mean"])
+    tokens = T._tokens(clips["sentences"])
+    flow = T.FlowConfig(batch_size=4)
+    _, system, res = T.run_flow_stage(lat, tokens, stats, flow,
+                                      TrainConfig(steps=40, lr=2e-3, progress=False, log_every=1, seed=0))
+    first = sum(h["loss"] for h in res.history[:5]) / 5
+    last = sum(h["loss"] for h in res.history[-5:]) / 5
+    assert last < 0.7 * first, (first, last)
+
+
+# ---------------------------------------------------------------------------------------------- mask decoder
+def test_mask_decoder_starts_as_the_mean_of_the_rgb_head_with_a_frozen_encoder():
+    torch.manual_seed(0)
+    vae = build_vae().eval()
+    mvae = T.prepare_mask_decoder(vae).eval()
+    assert mvae.decoder.conv_out.out_channels == 1
+    assert not any(p.requires_grad for p in mvae.encoder.parameters())
+    assert not any(p.requires_grad for p in mvae.quant_conv.parameters())
+    assert all(p.requires_grad for p in mvae.decoder.parameters())
+    z = torch.randn(1, 16, 2, 2, 2)
+    with torch.no_grad():
+        rgb = vae.decode(z, return_dict=False)[0]
+        one = mvae.decode(z, return_dict=False)[0]
+    assert torch.allclose(one[:, 0], rgb.mean(1), atol=1e-5)
+
+
+class FixedLogitsDecoder:
+    """Stands in for the mask VAE so the loss alone is tested: decode() returns the given logits."""
+
+    def __init__(self, logits):
+        self.logits = logits
+
+    def decode(self, z, return_dict=False):
+        return (self.logits,)
+
+
+def test_dice_and_bce_on_known_masks():
+    m = torch.zeros(1, 1, 4, 4)                          # [B,T,H,W]: 4 object pixels of 16
+    m[..., 1:3, 1:3] = 1
+    perfect = (m * 2 - 1) * 50
+    assert float(T.dice_loss(perfect, m)) < 1e-6
+    assert float(T.dice_loss(-perfect, m)) == pytest.approx(1 - 1 / 17, abs=1e-4)   # (0+1)/(12+4+1)
+    loss, parts = T.mask_decoder_loss(FixedLogitsDecoder(perfect[:, None]), (None, m), T.MaskDecoderConfig())
+    assert parts["bce"] < 1e-6 and parts["dice"] < 1e-6
+    half = torch.zeros(1, 1, 1, 4, 4)                    # p = 0.5 everywhere: BCE = ln 2
+    _, parts = T.mask_decoder_loss(FixedLogitsDecoder(half), (None, m), T.MaskDecoderConfig())
+    assert parts["bce"] == pytest.approx(math.log(2), abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- data
+def test_heldout_triples_never_appear_in_training_and_are_every_test_target():
+    held = heldout_triples()
+    assert len(held) == 16
+    rest = set(all_triples()) - held
+    for values, j in ((MOTIONS, 2),):
+        assert all(any(t[j] == v for t in rest) for v in values)
+    for i in range(150):
+        clip = make_referring_clip("train", i)
+        assert not {(o["color"], o["shape"], o["motion"]) for o in clip.objects} & held
+    for i in range(40):
+        clip = make_referring_clip("test", i)
+        o = clip.objects[clip.target]
+        assert (o["color"], o["shape"], o["motion"]) in held
+        assert clip.sentence == f"the {o['color']} {o['shape']} moving {o['motion']}"
+        named = [k for k, p in enumerate(clip.objects) if (p["color"], p["shape"], p["motion"]) ==
+                 (o["color"], o["shape"], o["motion"])]
+        assert named == [clip.target]
+
+
+def test_referring_clips_are_deterministic_with_twins_and_random_targets():
+    a, b = make_referring_clip("val", 7), make_referring_clip("val", 7)
+    assert torch.equal(a.frames, b.frames) and torch.equal(a.mask, b.mask) and a.sentence == b.sentence
+    clips = [make_referring_clip("train", i) for i in range(100)]
+    twins = sum(any(k != c.target and (o["color"], o["shape"]) == (c.objects[c.target]["color"],
+                                                                   c.objects[c.target]["shape"])
+                    for k, o in enumerate(c.objects)) for c in clips)
+    assert 40 <= twins <= 85
+    assert len({c.target for c in clips}) == 3
+    assert all(c.mask.sum() > 0 for c in clips)
+
+
+def test_referring_clip_errors_name_the_input():
+    with pytest.raises(NodeInputError, match="split"):
+        make_referring_clip("dev", 0)
+    with pytest.raises(NodeInputError, match="num_objects"):
+        make_referring_clip("train", 0, ReferringConfig(num_objects=1))
+
+
+# ---------------------------------------------------------------------------------------------- tiny model files
+def test_tokenizer_pads_ends_and_refuses_empty_sentences():
+    tok = WordTokenizer(vocabulary(), length=8)
+    ids, att = tok("The RED circle, moving left!")
+    assert ids.shape == (1, 8) and int(att.sum()) == 6 and int(ids[0, 5]) == 1 and int(ids[0, 6]) == 0
+    assert tok.unknown("the purple blob moving left") == ["purple", "blob"]
+    with pytest.raises(NodeInputError, match="sentence"):
+        tok("  ")
+
+
+def test_tiny_model_saves_loads_and_keeps_any_input_size(tmp_path):
+    torch.manual_seed(0)
+    tok, system = build_system(vocabulary(), dvi=True)
+    vae = build_vae()
+    tiny = TinyFlowRVS(tok, system, vae, T.prepare_mask_decoder(vae), [0.0] * 16, [1.0] * 16)
+    tiny.save(tmp_path)
+    again = TinyFlowRVS.load(tmp_path)
+    frames = torch.rand(6, 40, 56, 3)                      # not 4k+1, not multiples of 16
+    m1, l1 = tiny.segment(frames, "the red circle moving left", return_logits=True)
+    m2, l2 = again.segment(frames, "the red circle moving left", return_logits=True)
+    assert m1.shape == (6, 40, 56) and set(m1.unique().tolist()) <= {0.0, 1.0}
+    assert torch.allclose(l1, l2, atol=5e-2)               # fp16 files
+    # the files are readable by the official-weight loaders (the same layouts)
+    sd, cfg, info = load_flowrvs_dit(str(tmp_path / "flowrvs_dit.safetensors"))
+    assert cfg["in_channels"] == 32 and info["dvi"] and cfg["num_attention_heads"] == 2
+    msd, mcfg = load_flowrvs_mask_vae(str(tmp_path / "mask_vae.safetensors"))
+    assert mcfg["out_channels"] == 1 and mcfg["z_dim"] == 16
+    with pytest.raises(NodeInputError, match="sentence"):
+        tiny.segment(frames, "")
+
+
+def test_tiny_model_load_names_the_missing_files(tmp_path):
+    with pytest.raises(NodeInputError, match="flowrvs_tiny.json"):
+        TinyFlowRVS.load(tmp_path)
+
+
+@pytest.mark.skipif(not (WEIGHTS_DIR / "flowrvs_tiny.json").is_file(), reason="no trained tiny FlowRVS committed")
+def test_committed_tiny_flowrvs_segments_heldout_clips():
+    """The committed weights on 6 held-out test clips (the full table: benchmarks/results/flowrvs_synthetic.md)."""
+    torch.set_num_threads(1)
+    tiny = TinyFlowRVS.load()
+    data = T.DataConfig()
+    clips = T.render_clips("test", 6, data)
+    result = T.evaluate(tiny, clips, steps=1)
+    assert result["J&F"] >= 0.75, result
+
+
+def test_the_three_cli_stages_chain_into_a_loadable_model(tmp_path):
+    """``train flowrvs-vae`` → ``flowrvs-mask-decoder`` → ``flowrvs`` (2 steps each, tiny data)."""
+    torch.set_num_threads(1)
+    data = {"train_clips": 4, "frames": 5, "size": 48}
+    small = {"train": {"progress": False, "warmup_steps": 0}}
+    vae = T.train_from_config("flowrvs-vae", {"data": data, **small, "vae_stage": {"batch_size": 1}},
+                              str(tmp_path / "vae"), steps=2)
+    assert (tmp_path / "vae" / "vae.safetensors").is_file() and vae["metrics"]["loss"] > 0
+    T.train_from_config("flowrvs-mask-decoder", {"data": data, **small, "vae": str(tmp_path / "vae"),
+                                                 "mask_decoder": {"batch_size": 1, "latent_crop": 4}},
+                        str(tmp_path / "vae"), steps=2)
+    rec = T.train_from_config("flowrvs", {"data": data, **small, "vae": str(tmp_path / "vae"),
+                                          "flow": {"batch_size": 2}}, str(tmp_path / "flow"), steps=2)
+    assert rec["flow"]["bbs_special_freq"] == 0.5 and (tmp_path / "flow" / "checkpoint" / "trainer_state.json").is_file()
+    tiny = TinyFlowRVS.load(rec["model"])
+    assert tiny.segment(torch.rand(5, 48, 48, 3), "the red circle moving left").shape == (5, 48, 48)
+    with pytest.raises(NodeInputError, match="config.vae"):
+        T.train_from_config("flowrvs", {"data": data, "vae": str(tmp_path / "nowhere")}, str(tmp_path / "x"), steps=1)
+    with pytest.raises(NodeInputError, match="config.flow"):
+        T.train_from_config("flowrvs", {"data": data, "vae": str(tmp_path / "vae"), "flow": {"bbs": 1}},
+                            str(tmp_path / "x"), steps=1)
