@@ -303,8 +303,98 @@ def concert_multicam_edit(object_info: dict) -> dict:
     return build_ui_workflow(nodes, object_info, notes, workflow_id="concert_multicam_edit")
 
 
+_FLOWRVS_ABOUT = (
+    "FlowRVS (arXiv 2510.06139) segments the object a sentence refers to in every frame: a Wan 2.1 DiT "
+    "deforms the video latent into the mask latent along a language-conditioned flow (one Euler step by "
+    "default), and a tuned Wan VAE decoder turns the mask latent into masks. Frames of any size and count: "
+    "worked on inside 480x832 at multiples of 16 with 4k+1 frames, returned at the input's size and count.")
+
+
+def flowrvs_referring_segmentation(object_info: dict) -> dict:
+    """FlowRVS (papers.md §2): a video + a sentence → per-frame masks, an overlay video, boxes."""
+    nodes = {
+        "load_video": Node("LoadVideo", title="Your video", widgets={"file": "video.mp4"}, free=("file",)),
+        "components": Node("GetVideoComponents", links={"video": ("load_video", 0)}),
+        "flowrvs": Node("AVLabFlowRVSLoader", widgets={"model_name": "FlowRVS_dit_mevis.pth",
+                                                       "mask_vae_name": "tuned_vae.pth"},
+                        free=("model_name", "mask_vae_name")),
+        "clip": Node("CLIPLoader", models={"clip_name": UMT5_XXL}, widgets={"type": "wan", "device": "default"}),
+        "vae": Node("VAELoader", models={"vae_name": WAN21_VAE}),
+        "sentence": Node("CLIPTextEncode", title="Referring sentence", links={"clip": ("clip", 0)},
+                         widgets={"text": "the dog running on the left"}, color="#232", bgcolor="#353"),
+        "segment": Node("AVLabFlowRVSSegment", links={
+            "model": ("flowrvs", 0), "positive": ("sentence", 0), "vae": ("vae", 0),
+            "mask_decoder": ("flowrvs", 1), "images": ("components", 0)},
+            widgets={"steps": 1, "shift": 3.0, "threshold": 0.5}),
+        "overlay": Node("AVLabMaskOverlay", links={"images": ("components", 0), "mask": ("segment", 0)},
+                        widgets={"colour": "#ff2020", "alpha": 0.55}),
+        "overlay_video": Node("CreateVideo", links={"images": ("overlay", 0), "fps": ("components", 2),
+                                                    "audio": ("components", 1)}, widgets={"fps": 24.0}),
+        "save_overlay": Node("SaveVideo", links={"video": ("overlay_video", 0)},
+                             widgets={"filename_prefix": "AVLab/flowrvs_overlay", "format": "mp4", "codec": "h264"}),
+        "mask_images": Node("MaskToImage", links={"mask": ("segment", 0)}),
+        "mask_video": Node("CreateVideo", links={"images": ("mask_images", 0), "fps": ("components", 2)},
+                           widgets={"fps": 24.0}),
+        "save_mask": Node("SaveVideo", links={"video": ("mask_video", 0)},
+                          widgets={"filename_prefix": "AVLab/flowrvs_mask", "format": "mp4", "codec": "h264"}),
+        "boxes": Node("AVLabMaskToBoxes", links={"mask": ("segment", 0)},
+                      widgets={"threshold": 0.5, "empty": "hold last"}),
+        "boxes_preview": Node("PreviewImage", title="Boxes per frame", links={"images": ("boxes", 2)}),
+    }
+    notes = [
+        Note(title="Weights", text=(
+            "FlowRVS (https://huggingface.co/xmz111/FlowRVS), both into ComfyUI/models/avlab/flowrvs/:\n"
+            "* FlowRVS_dit_mevis.pth (the DiT; or its .safetensors made by the AVLab converter)\n"
+            "* tuned_vae.pth (the mask decoder)\n"
+            "Wan 2.1 (Comfy-Org repackage):\n" + _weights(UMT5_XXL, WAN21_VAE) + "\n"
+            "The .pth files are read with torch.load(weights_only=True) only; nothing is downloaded.")),
+        Note(title="AVLab FlowRVS", text=(
+            _FLOWRVS_ABOUT + "\n\nWrite the sentence in the Referring sentence node. steps 1 is the paper's "
+            "setting; more steps use the shifted schedule (AVLab LightCache can then go between the loader and "
+            "Segment). Outputs: the overlay video with the original audio, the mask video, per-frame boxes.\n"
+            "Load Video reads the file from ComfyUI/input/. " + _SAVE_NOTE)),
+    ]
+    return build_ui_workflow(nodes, object_info, notes, workflow_id="flowrvs_referring_segmentation")
+
+
+def flowrvs_synthetic_builtin(object_info: dict) -> dict:
+    """The pack's tiny FlowRVS on a held-out synthetic referring clip (no weights needed)."""
+    nodes = {
+        "clip": Node("AVLabSyntheticReferringClip", widgets={"split": "test", "index": 0, "frames": 9, "size": 96,
+                                                            "num_objects": 3}),
+        "segment": Node("AVLabFlowRVSBuiltin", links={"images": ("clip", 0), "sentence": ("clip", 2)},
+                        widgets={"sentence": "the red circle moving left", "steps": 1, "shift": 3.0}),
+        "overlay": Node("AVLabMaskOverlay", title="Prediction (red)", links={"images": ("clip", 0),
+                                                                             "mask": ("segment", 0)},
+                        widgets={"colour": "#ff2020", "alpha": 0.55}),
+        "truth": Node("AVLabMaskOverlay", title="Ground truth (green)", links={"images": ("clip", 0),
+                                                                               "mask": ("clip", 1)},
+                      widgets={"colour": "#20ff40", "alpha": 0.55}),
+        "video": Node("CreateVideo", links={"images": ("overlay", 0)}, widgets={"fps": 4.0}),
+        "save": Node("SaveVideo", links={"video": ("video", 0)},
+                     widgets={"filename_prefix": "AVLab/flowrvs_builtin", "format": "mp4", "codec": "h264"}),
+        "truth_preview": Node("PreviewImage", title="Ground truth (green)", links={"images": ("truth", 0)}),
+        "sentence": Node("PreviewAny", title="Referring sentence", links={"source": ("clip", 2)}),
+        "boxes": Node("AVLabMaskToBoxes", links={"mask": ("segment", 0)},
+                      widgets={"threshold": 0.5, "empty": "hold last"}),
+        "boxes_preview": Node("PreviewImage", title="Boxes per frame", links={"images": ("boxes", 2)}),
+    }
+    notes = [
+        Note(title="AVLab FlowRVS Built-in (synthetic)", text=(
+            "No weights needed. " + _FLOWRVS_ABOUT + "\n\nThis graph runs the pack's tiny FlowRVS (trained on AVLab's "
+            "synthetic referring clips) on a clip of the held-out test split: its sentence names a colour/shape/"
+            "motion combination the model never saw, often next to a same-colour, same-shape twin that moves "
+            "another way. Change index for other clips, or type your own sentence in the Built-in node after "
+            "unlinking it (colours red green blue yellow magenta cyan orange white; circle square triangle; "
+            "moving left/right/up/down).\nFor real videos open flowrvs_referring_segmentation.json. " + _SAVE_NOTE)),
+    ]
+    return build_ui_workflow(nodes, object_info, notes, workflow_id="flowrvs_synthetic_builtin")
+
+
 WORKFLOWS: dict[str, Callable[[dict], dict]] = {
     "concert_multicam_edit.json": concert_multicam_edit,
+    "flowrvs_referring_segmentation.json": flowrvs_referring_segmentation,
+    "flowrvs_synthetic_builtin.json": flowrvs_synthetic_builtin,
     "lightcache_animatediff_sd15.json": lightcache_animatediff_sd15,
     "lightcache_svd_img2vid.json": lightcache_svd_img2vid,
     "lightcache_wan21_t2v.json": lightcache_wan21_t2v,
@@ -331,7 +421,8 @@ FIXTURE_EXTRA_TYPES = ("VAEDecode",)
 #: emptied in the fixture so it never depends on (or reveals) that machine's files.
 FILE_LIST_INPUTS = {("CheckpointLoaderSimple", "ckpt_name"), ("ImageOnlyCheckpointLoader", "ckpt_name"),
                     ("UNETLoader", "unet_name"), ("CLIPLoader", "clip_name"), ("VAELoader", "vae_name"),
-                    ("LoadImage", "image")}
+                    ("LoadImage", "image"), ("LoadVideo", "file"),
+                    ("AVLabFlowRVSLoader", "model_name"), ("AVLabFlowRVSLoader", "mask_vae_name")}
 
 
 def fixture(object_info: dict, workflows: dict[str, dict]) -> dict:

@@ -12,7 +12,7 @@ import json
 import pytest
 import torch
 from avlab.flowrvs.weights import convert_flowrvs_to_safetensors
-from comfy_host import PromptRejected
+from comfy_host import ExecutionFailed, PromptRejected
 from tiny_checkpoints import TINY
 
 # ComfyUI's Wan detection fixes head dim 128 (heads = dim // 128), freq dim 256 and text width 4096.
@@ -136,3 +136,68 @@ def test_a_missing_file_names_the_input_and_the_folder(comfy_client, flowrvs_fil
     text = json.dumps(exc.value.node_errors) + str(exc.value)
     assert f"input '{missing}' expected a weights file '{inputs[missing]}'" in text
     assert "'avlab_flowrvs' model folder" in text and "flowrvs" in text
+
+
+def _digest_graph(flowrvs_files, interval: int | None) -> dict:
+    g = _graph(flowrvs_files["tiny_flowrvs_dit_dvi.pth"], flowrvs_files["tiny_tuned_vae.pth"], steps=4,
+               lightcache=interval is not None)
+    if interval is not None:
+        g["cache"]["inputs"]["cache_interval"] = interval
+    for key in ("to_image", "save"):
+        del g[key]
+    g["digest"] = {"class_type": "HostTestMaskDigest", "inputs": {"mask": ["seg", 1]}}
+    return g
+
+
+def test_lightcache_interval_1_on_the_flowrvs_model_is_bit_exact(comfy_client, flowrvs_files):
+    """The FlowRVS MODEL is a native MODEL: LightCache at interval 1 (4 Euler steps) gives exactly the
+    uncached probabilities; interval 2 skips steps and changes them."""
+    runs = {}
+    for interval in (None, 1, 2):
+        history = comfy_client.run(_digest_graph(flowrvs_files, interval), timeout=600)
+        [runs[interval]] = history["outputs"]["digest"]["text"]
+    assert runs[1] == runs[None], runs
+    assert runs[2] != runs[None]
+    assert runs[None].startswith(f"({T}, {H}, {W})")
+
+
+def test_builtin_flowrvs_segments_a_heldout_synthetic_clip(comfy_client):
+    """The pack's trained tiny FlowRVS inside ComfyUI: a held-out referring clip → MASK of its size, close to
+    the ground truth (J through the digest's sums: both masks are binary)."""
+    from avlab.flowrvs.tiny import WEIGHTS_DIR
+    if not (WEIGHTS_DIR / "flowrvs_tiny.json").is_file():
+        pytest.skip("no trained tiny FlowRVS committed (scripts/train_flowrvs_synthetic.py)")
+    graph = {
+        "clip": {"class_type": "AVLabSyntheticReferringClip", "inputs": {
+            "split": "test", "index": 3, "frames": 9, "size": 96, "num_objects": 3}},
+        "seg": {"class_type": "AVLabFlowRVSBuiltin", "inputs": {
+            "images": ["clip", 0], "sentence": ["clip", 2], "steps": 1, "shift": 3.0}},
+        "pred": {"class_type": "HostTestMaskDigest", "inputs": {"mask": ["seg", 0]}},
+        "truth": {"class_type": "HostTestMaskDigest", "inputs": {"mask": ["clip", 1]}},
+        "both": {"class_type": "MaskComposite", "inputs": {
+            "destination": ["seg", 0], "source": ["clip", 1], "x": 0, "y": 0, "operation": "and"}},
+        "inter": {"class_type": "HostTestMaskDigest", "inputs": {"mask": ["both", 0]}},
+    }
+    history = comfy_client.run(graph, timeout=600)
+
+    def total(node):
+        [text] = history["outputs"][node]["text"]
+        assert text.startswith("(9, 96, 96)")
+        return float(text.rsplit("sum=", 1)[1])
+
+    pred, truth, inter = total("pred"), total("truth"), total("inter")
+    iou = inter / (pred + truth - inter)
+    assert iou > 0.7, (pred, truth, inter)
+
+
+def test_builtin_flowrvs_refuses_an_empty_sentence(comfy_client):
+    graph = {
+        "clip": {"class_type": "AVLabSyntheticReferringClip", "inputs": {
+            "split": "test", "index": 0, "frames": 5, "size": 32, "num_objects": 2}},
+        "seg": {"class_type": "AVLabFlowRVSBuiltin", "inputs": {
+            "images": ["clip", 0], "sentence": "   ", "steps": 1, "shift": 3.0}},
+        "out": {"class_type": "HostTestMaskDigest", "inputs": {"mask": ["seg", 0]}},
+    }
+    with pytest.raises(ExecutionFailed) as exc:
+        comfy_client.run(graph, timeout=300)
+    assert "AVLab FlowRVS Built-in (synthetic): input 'sentence' expected a non-empty referring sentence" in str(exc.value)

@@ -231,3 +231,52 @@ def test_runs_concert_multicam_edit(comfy_host, comfy_client, object_info):
     assert edit["shots"][0]["start_s"] == 0 and abs(edit["shots"][-1]["end_s"] - 16.0) < 1e-6
     [plot_id] = _ids(api, "PreviewImage")
     assert len(comfy_host.output_files(history, plot_id)) == 1
+
+
+def test_runs_flowrvs_referring_segmentation(comfy_host, comfy_client, object_info, tmp_path):
+    import torch
+    from avlab.common import media
+    from test_flowrvs_host import build_tiny_dit, build_tiny_mask_vae
+
+    build_tiny_dit(tmp_path / "wf_flowrvs_dit.pth", 32, seed=2)
+    build_tiny_mask_vae(tmp_path / "wf_tuned_vae.pth", seed=2)
+    dit = comfy_host.add_model("avlab/flowrvs", tmp_path / "wf_flowrvs_dit.pth")
+    mask_vae = comfy_host.add_model("avlab/flowrvs", tmp_path / "wf_tuned_vae.pth")
+    frames, fps, sr = 6, 8.0, 16000                     # 6 frames (not 4k+1) of 56x40 (not multiples of 16)
+    video = torch.rand(frames, 40, 56, 3)
+    audio = torch.randn(2, int(sr * frames / fps)) * 0.1
+    media.write_video(comfy_host.input_dir / "avlab_flowrvs_input.mp4", video, fps, audio=audio, sample_rate=sr)
+    api = ui_to_api(_load("flowrvs_referring_segmentation.json"), object_info, overrides={
+        "LoadVideo": {"file": "avlab_flowrvs_input.mp4"},
+        "AVLabFlowRVSLoader": {"model_name": dit, "mask_vae_name": mask_vae},
+        "VAELoader": {"vae_name": TINY["wan21_vae"]},
+    })
+    # no tiny umT5-XXL exists: a 4096-wide test conditioning stands in for the sentence's text encode
+    [enc_id] = _ids(api, "CLIPTextEncode")
+    api[enc_id] = {"class_type": "HostTestConditioning", "inputs": {"width": 4096, "tokens": 8, "fill": "normal",
+                                                                   "seed": 1}}
+    [clip_id] = _ids(api, "CLIPLoader")
+    del api[clip_id]
+    history = comfy_client.run(api, timeout=600)
+    saved = {}
+    for nid in _ids(api, "SaveVideo"):
+        [path] = comfy_host.output_files(history, nid)
+        saved[api[nid]["inputs"]["filename_prefix"]] = _video(path)
+    assert saved["AVLab/flowrvs_overlay"] == {"frames": frames, "size": (56, 40), "audio_channels": 2}
+    assert saved["AVLab/flowrvs_mask"] == {"frames": frames, "size": (56, 40), "audio_channels": 0}
+    [preview_id] = _ids(api, "PreviewImage")
+    assert len(comfy_host.output_files(history, preview_id)) == frames
+
+
+def test_runs_flowrvs_synthetic_builtin(comfy_host, comfy_client, object_info):
+    from avlab.flowrvs.tiny import WEIGHTS_DIR
+    if not (WEIGHTS_DIR / "flowrvs_tiny.json").is_file():
+        pytest.skip("no trained tiny FlowRVS committed (scripts/train_flowrvs_synthetic.py)")
+    api = ui_to_api(_load("flowrvs_synthetic_builtin.json"), object_info, overrides={
+        "SaveVideo": {"filename_prefix": "workflows/flowrvs_builtin"},
+    })
+    history = comfy_client.run(api, timeout=600)
+    assert _saved_video(comfy_host, history, api) == {"frames": 9, "size": (96, 96), "audio_channels": 0}
+    [sentence_id] = _ids(api, "PreviewAny")
+    [sentence] = history["outputs"][sentence_id]["text"]
+    assert sentence.startswith("the ") and " moving " in sentence

@@ -41,9 +41,33 @@ class HostTestConditioning(io.ComfyNode):
         return io.NodeOutput([[ctx, {}]])
 
 
+class HostTestMaskDigest(io.ComfyNode):
+    """SHA-256 of a MASK's float32 bytes + its shape, so a test can compare two runs bit for bit."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HostTestMaskDigest",
+            display_name="Host Test Mask Digest",
+            category="_for_testing/avlab_host",
+            inputs=[io.Mask.Input("mask", tooltip="Any MASK.")],
+            outputs=[io.String.Output()],
+            is_output_node=True,
+            is_experimental=True,
+        )
+
+    @classmethod
+    def execute(cls, mask) -> io.NodeOutput:
+        import hashlib
+
+        data = mask.detach().float().cpu().contiguous().numpy().tobytes()
+        text = f"{tuple(mask.shape)} {hashlib.sha256(data).hexdigest()} sum={float(mask.double().sum())!r}"
+        return io.NodeOutput(text, ui={"text": [text]})
+
+
 class HostTestExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [HostTestConditioning]
+        return [HostTestConditioning, HostTestMaskDigest]
 
 
 async def comfy_entrypoint() -> HostTestExtension:
