@@ -144,6 +144,19 @@ def mask_vae_from(vae) -> nn.Module:
     return mask_vae
 
 
+def decode_unclamped(vae, z: torch.Tensor) -> torch.Tensor:
+    """``vae.decode(z)`` before diffusers' final ``clamp(-1, 1)``: the decoder's per-latent-frame outputs,
+    collected by a forward hook and concatenated in time. Training needs it (a clamped pixel on the wrong
+    side of ±1 gets no gradient and stays wrong), and the mask decoder's logits are unbounded."""
+    outs: list[torch.Tensor] = []
+    hook = vae.decoder.register_forward_hook(lambda _m, _a, out: outs.append(out))
+    try:
+        vae.decode(z, return_dict=False)
+    finally:
+        hook.remove()
+    return torch.cat(outs, dim=2)
+
+
 def posterior(vae, x: torch.Tensor):
     """``(mean, std)`` of the Wan VAE posterior of ``x`` ``[B,3,T,H,W]`` in [-1, 1]."""
     dist = vae.encode(x).latent_dist
@@ -185,7 +198,7 @@ class TinyFlowRVS:
     @torch.no_grad()
     def decode_mask(self, mask_latent: torch.Tensor) -> torch.Tensor:
         """Mask latent ``[B,16,T',h,w]`` → logits ``[B,T,H,W]`` (object where > 0)."""
-        return self.mask_vae.decode(mask_latent, return_dict=False)[0][:, 0]
+        return decode_unclamped(self.mask_vae, mask_latent)[:, 0]
 
     def velocity_fn(self, text: torch.Tensor, video: torch.Tensor):
         def fn(x, sigma):

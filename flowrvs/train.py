@@ -43,7 +43,8 @@ from ..synthetic.referring import ReferringConfig, make_referring_clip, vocabula
 from . import latents as L
 from .metrics import j_and_f, mean_j_and_f
 from .sampler import flowrvs_sigmas, sample
-from .tiny import TEXT_LENGTH, TINY_VAE, TinyFlowRVS, build_system, build_vae, mask_vae_from, posterior
+from .tiny import (TEXT_LENGTH, TINY_VAE, TinyFlowRVS, build_system, build_vae, decode_unclamped, mask_vae_from,
+                   posterior)
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ class VAECrops:
 def vae_loss(vae, batch, kl_weight: float):
     (x,) = batch
     dist = vae.encode(x).latent_dist
-    rec = vae.decode(dist.sample(), return_dict=False)[0]
+    rec = decode_unclamped(vae, dist.sample())
     l1, mse = (rec - x).abs().mean(), (rec - x).square().mean()
     kl = 0.5 * (dist.mean.square() + dist.var - 1.0 - dist.logvar).mean()
     return l1 + mse + kl_weight * kl, {"l1": float(l1.detach()), "kl": float(kl.detach())}
@@ -247,13 +248,17 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> t
     return (1 - (2 * (p * t).sum(1) + eps) / (p.sum(1) + t.sum(1) + eps)).mean()
 
 
+def bce_dice(logits: torch.Tensor, target: torch.Tensor, dice_weight: float = 1.0):
+    """BCE (with logits) + ``dice_weight`` × soft Dice: the mask decoder's loss (papers.md §2 leaves it open)."""
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    dice = dice_loss(logits, target)
+    return bce + dice_weight * dice, {"bce": float(bce.detach()), "dice": float(dice.detach())}
+
+
 def mask_decoder_loss(mask_vae, batch, stage: MaskDecoderConfig):
-    """BCE + Dice on the decoder's logits (papers.md §2 "Mask VAE decoder"; loss documented above)."""
+    """:func:`bce_dice` on the decoder's unclamped logits."""
     z, m = batch
-    logits = mask_vae.decode(z, return_dict=False)[0][:, 0]
-    bce = F.binary_cross_entropy_with_logits(logits, m)
-    dice = dice_loss(logits, m)
-    return bce + stage.dice_weight * dice, {"bce": float(bce.detach()), "dice": float(dice.detach())}
+    return bce_dice(decode_unclamped(mask_vae, z)[:, 0], m, stage.dice_weight)
 
 
 def prepare_mask_decoder(vae) -> torch.nn.Module:
@@ -306,7 +311,7 @@ def mask_reconstruction(vae, mask_vae, clips: dict, batch: int = 8) -> dict:
     for i in range(0, len(clips["masks"]), batch):
         gt = clips["masks"][i:i + batch]
         z = posterior(vae, to_vae_images(masks=gt))[0]
-        logits = mask_vae.decode(z, return_dict=False)[0][:, 0]
+        logits = decode_unclamped(mask_vae, z)[:, 0]
         results += [j_and_f((logits[k] > 0).numpy(), gt[k].numpy() > 0.5) for k in range(len(gt))]
     agg = mean_j_and_f(results)
     return {"J&F": round(agg["J&F"], 4), "J": round(agg["J"], 4), "F": round(agg["F"], 4)}
@@ -424,5 +429,5 @@ def cli_train(system: str, config_path: str | None, out: str, resume: bool = Fal
 
 
 __all__ = ["DataConfig", "FlowConfig", "MaskDecoderConfig", "VAEStageConfig", "cli_train", "dice_loss", "evaluate",
-           "encode_latents", "flow_loss", "latent_statistics", "mask_decoder_loss", "mask_reconstruction",
+           "encode_latents", "flow_loss", "latent_statistics", "bce_dice", "mask_decoder_loss", "mask_reconstruction",
            "render_clips", "sample_t", "train_from_config", "vae_loss"]

@@ -52,7 +52,7 @@ VARIANTS = {
     "no_dvi": T.FlowConfig(dvi=False),
     "no_spa": T.FlowConfig(spa_scale=0.0),
 }
-VAE_STEPS, MASK_STEPS, FLOW_STEPS = 1200, 1500, 3000
+VAE_STEPS, MASK_STEPS, FLOW_STEPS = 1200, 2000, 3000
 
 
 def tc(steps: int, out: Path, lr: float, seed: int, wd: float = 0.0) -> TrainConfig:

@@ -121,27 +121,29 @@ def test_mask_decoder_starts_as_the_mean_of_the_rgb_head_with_a_frozen_encoder()
     assert torch.allclose(one[:, 0], rgb.mean(1), atol=1e-5)
 
 
-class FixedLogitsDecoder:
-    """Stands in for the mask VAE so the loss alone is tested: decode() returns the given logits."""
-
-    def __init__(self, logits):
-        self.logits = logits
-
-    def decode(self, z, return_dict=False):
-        return (self.logits,)
-
-
 def test_dice_and_bce_on_known_masks():
     m = torch.zeros(1, 1, 4, 4)                          # [B,T,H,W]: 4 object pixels of 16
     m[..., 1:3, 1:3] = 1
     perfect = (m * 2 - 1) * 50
     assert float(T.dice_loss(perfect, m)) < 1e-6
     assert float(T.dice_loss(-perfect, m)) == pytest.approx(1 - 1 / 17, abs=1e-4)   # (0+1)/(12+4+1)
-    loss, parts = T.mask_decoder_loss(FixedLogitsDecoder(perfect[:, None]), (None, m), T.MaskDecoderConfig())
+    _, parts = T.bce_dice(perfect, m)
     assert parts["bce"] < 1e-6 and parts["dice"] < 1e-6
-    half = torch.zeros(1, 1, 1, 4, 4)                    # p = 0.5 everywhere: BCE = ln 2
-    _, parts = T.mask_decoder_loss(FixedLogitsDecoder(half), (None, m), T.MaskDecoderConfig())
+    _, parts = T.bce_dice(torch.zeros_like(m), m)       # p = 0.5 everywhere: BCE = ln 2, Dice = 1 - 5/13
     assert parts["bce"] == pytest.approx(math.log(2), abs=1e-6)
+    assert parts["dice"] == pytest.approx(1 - (2 * 2 + 1) / (8 + 4 + 1), abs=1e-5)
+
+
+def test_unclamped_decode_equals_the_clamped_one_inside_the_range():
+    from avlab.flowrvs.tiny import decode_unclamped
+    torch.manual_seed(0)
+    vae = build_vae().eval()
+    z = torch.randn(1, 16, 3, 2, 2) * 3
+    with torch.no_grad():
+        raw = decode_unclamped(vae, z)
+        clamped = vae.decode(z, return_dict=False)[0]
+    assert raw.shape == clamped.shape == (1, 3, 9, 16, 16)
+    assert torch.equal(raw.clamp(-1, 1), clamped)
 
 
 # ---------------------------------------------------------------------------------------------- data
