@@ -205,6 +205,25 @@ def ema_decay(config: TrainConfig, step: int) -> float:
     return config.ema
 
 
+def read_config_file(config_path: str | None, node: str) -> dict:
+    """The JSON object of a trainer's ``--config`` file (``None`` = all defaults), or a
+    :class:`~avlab.common.errors.NodeInputError` naming the file."""
+    from .errors import NodeInputError
+
+    if not config_path:
+        return {}
+    path = Path(config_path)
+    if not path.is_file():
+        raise NodeInputError(node, "config", "a JSON file", str(path))
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise NodeInputError(node, "config", "valid JSON", f"{path}: {exc}") from None
+    if not isinstance(config, dict):
+        raise NodeInputError(node, "config", "a JSON object", f"{path}: {type(config).__name__}")
+    return config
+
+
 def _state_dict_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
     """CPU tensors of the state dict; tied weights (one storage under two names, e.g. a text encoder's
     shared embedding) are copied so safetensors can store both names."""

@@ -59,7 +59,7 @@ import torch
 
 from ..common import media
 from ..common.errors import NodeInputError
-from ..common.training import IndexedBatches, TrainConfig, rank_info, train
+from ..common.training import IndexedBatches, TrainConfig, rank_info, read_config_file, train
 from ..synthetic.concert import Concert, ConcertConfig, make_concert
 from . import features as F
 from .baselines import ExponentialShotModel, PoissonShotModel
@@ -745,10 +745,5 @@ def train_from_config(system: str, config: dict, out: str | Path, resume: bool =
 
 def cli_train(system: str, config_path: str | None, out: str, resume: bool = False, steps: int | None = None) -> dict:
     """Entry of ``python -m avlab train concert-*`` (a missing config file means all defaults)."""
-    config = {}
-    if config_path:
-        path = Path(config_path)
-        if not path.is_file():
-            raise NodeInputError(NODE, "config", "a JSON file", str(path))
-        config = json.loads(path.read_text())
+    config = read_config_file(config_path, NODE)
     return train_from_config(system, config, out, resume=resume, steps=steps)

@@ -40,9 +40,9 @@ NODE = "FlowRVS (tiny)"
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights" / "flowrvs"
 BUNDLE_JSON = "flowrvs_tiny.json"
 
-#: Tiny Wan DiT: dim 128 = 2 heads × 64, 4 layers (papers.md §2 full size: 1536, 12 × 128, 30 layers).
+#: Tiny Wan DiT: dim 128 = 2 heads × 64, 6 layers (papers.md §2 full size: 1536, 12 × 128, 30 layers).
 TINY_DIT = dict(patch_size=[1, 2, 2], num_attention_heads=2, attention_head_dim=64, in_channels=16,
-                out_channels=16, text_dim=64, freq_dim=64, ffn_dim=256, num_layers=4, cross_attn_norm=True,
+                out_channels=16, text_dim=64, freq_dim=64, ffn_dim=512, num_layers=6, cross_attn_norm=True,
                 qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=64)
 #: Tiny Wan VAE with Wan 2.1's compression (8× spatial, 4× temporal, z 16) and 1/12 of its width.
 TINY_VAE = dict(base_dim=8, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ..common.errors import NodeInputError, check
-from ..common.training import IndexedBatches, TrainConfig, rank_info, train
+from ..common.training import IndexedBatches, TrainConfig, rank_info, read_config_file, train
 from ..synthetic.referring import ReferringConfig, make_referring_clip, vocabulary
 from . import latents as L
 from .metrics import j_and_f, mean_j_and_f
@@ -419,12 +419,7 @@ def train_from_config(system: str, config: dict, out: str, resume: bool = False,
 
 def cli_train(system: str, config_path: str | None, out: str, resume: bool = False, steps: int | None = None) -> dict:
     """Entry of ``python -m avlab train flowrvs*`` (no config file = all defaults)."""
-    config = {}
-    if config_path:
-        path = Path(config_path)
-        if not path.is_file():
-            raise NodeInputError(NODE, "config", "a JSON file", str(path))
-        config = json.loads(path.read_text())
+    config = read_config_file(config_path, NODE)
     return train_from_config(system, config, out, resume=resume, steps=steps)
 
 

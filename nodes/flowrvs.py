@@ -47,6 +47,14 @@ SEGMENT = "AVLab FlowRVS Segment"
 # layout cannot be read from its keys.
 WAN21_VAE_ARCH = dict(dim_mult=[1, 2, 4, 4], num_res_blocks=2, temperal_downsample=[False, True, True])
 
+def _steps_inputs() -> list:
+    """The ``steps`` / ``shift`` inputs of both segment nodes (papers.md §2, "Inference")."""
+    return [io.Int.Input("steps", default=DEFAULT_STEPS, min=1, max=100,
+                         tooltip="Euler steps from the video (σ=1) to the mask (σ=0); FlowRVS uses 1."),
+            io.Float.Input("shift", default=DEFAULT_SHIFT, min=0.01, max=100.0, step=0.01,
+                           tooltip="Timestep shift of the multi-step schedule (no effect at 1 step).")]
+
+
 _DOWN_RE = re.compile(r"^encoder\.down_blocks\.(\d+)\.")
 
 
@@ -220,10 +228,7 @@ class AVLabFlowRVSSegment(io.ComfyNode):
                 io.Vae.Input("vae", tooltip="The Wan 2.1 VAE (encodes the video)."),
                 MASK_DECODER.Input("mask_decoder", tooltip="The FlowRVS mask decoder (AVLab FlowRVS Loader)."),
                 io.Image.Input("images", tooltip="Video frames [T,H,W,3]."),
-                io.Int.Input("steps", default=DEFAULT_STEPS, min=1, max=100,
-                             tooltip="Euler steps from the video (σ=1) to the mask (σ=0); FlowRVS uses 1."),
-                io.Float.Input("shift", default=DEFAULT_SHIFT, min=0.01, max=100.0, step=0.01,
-                               tooltip="Timestep shift of the multi-step schedule (no effect at 1 step)."),
+                *_steps_inputs(),
                 io.Float.Input("threshold", default=0.5, min=0.0, max=1.0, step=0.01,
                                tooltip="Mask probability above which a pixel is the object."),
             ],
@@ -306,10 +311,7 @@ class AVLabFlowRVSBuiltin(io.ComfyNode):
                 io.Image.Input("images", tooltip="Video frames [T,H,W,3] (synthetic referring clips)."),
                 io.String.Input("sentence", default="the red circle moving left",
                                 tooltip="Referring sentence: '<the> <colour> <shape> moving <direction>'."),
-                io.Int.Input("steps", default=DEFAULT_STEPS, min=1, max=100,
-                             tooltip="Euler steps from the video (σ=1) to the mask (σ=0); FlowRVS uses 1."),
-                io.Float.Input("shift", default=DEFAULT_SHIFT, min=0.01, max=100.0, step=0.01,
-                               tooltip="Timestep shift of the multi-step schedule (no effect at 1 step)."),
+                *_steps_inputs(),
             ],
             outputs=[io.Mask.Output(display_name="mask", tooltip="Binary masks [T,H,W] at the input's size."),
                      io.Mask.Output(display_name="probability", tooltip="Sigmoid of the mask decoder's logits.")],

@@ -52,11 +52,12 @@ VARIANTS = {
     "no_dvi": T.FlowConfig(dvi=False),
     "no_spa": T.FlowConfig(spa_scale=0.0),
 }
-VAE_STEPS, MASK_STEPS, FLOW_STEPS = 1200, 2000, 3000
+VAE_STEPS, MASK_STEPS, FLOW_STEPS = 1200, 2000, 8000
+FLOW_LR = 1e-3
 
 
 def tc(steps: int, out: Path, lr: float, seed: int, wd: float = 0.0) -> TrainConfig:
-    return TrainConfig(steps=steps, lr=lr, weight_decay=wd, ema=0.999, ema_warmup=True, warmup_steps=100,
+    return TrainConfig(steps=steps, lr=lr, weight_decay=wd, ema=0.999, ema_warmup=True, warmup_steps=200,
                        cosine=True, min_lr_ratio=0.05, grad_clip=1.0, seed=seed, out_dir=str(out), resume=True,
                        progress=False, log_every=100, save_every=500)
 
@@ -110,8 +111,7 @@ def main() -> int:
     logging.info("mask VAE round trip (ceiling): %s", ceiling)
     tokens = T._tokens(train_clips["sentences"])
 
-    results = json.loads((work / "results.json").read_text()) if (work / "results.json").is_file() else {}
-    for name in args.only.split(","):
+    for name in [n for n in args.only.split(",") if n]:
         flow = VARIANTS[name]
         path = work / f"dit_{name}"
         t0 = time.perf_counter()
@@ -119,7 +119,7 @@ def main() -> int:
             tiny = TinyFlowRVS.load(path)
         else:
             tok, system, res = T.run_flow_stage(lat, tokens, stats, flow,
-                                                tc(FLOW_STEPS, work / f"flow_ckpt_{name}", 5e-4, args.seed, wd=5e-4),
+                                                tc(FLOW_STEPS, work / f"flow_ckpt_{name}", FLOW_LR, args.seed, wd=5e-4),
                                                 args.seed)
             tiny = TinyFlowRVS(tok, system, vae, mask_vae, *stats)
             tiny.save(path, {"variant": name, "flow": asdict(flow), "final_loss": res.metrics.get("loss")})
@@ -129,12 +129,18 @@ def main() -> int:
             row[f"{split}_1step"] = T.evaluate(tiny, clips, steps=1)
             row[f"{split}_4step"] = T.evaluate(tiny, clips, steps=4)
         row["test_4step_lightcache2"] = T.evaluate(tiny, test, steps=4, lightcache={"cache_interval": 2})
-        results[name] = row
         logging.info("%s: %s", name, json.dumps(row))
-        (work / "results.json").write_text(json.dumps(results, indent=1))
+        (work / f"result_{name}.json").write_text(json.dumps(row, indent=1))
+    # every variant's result so far (variants may run in parallel processes, each writing its own file)
+    results = {n: json.loads((work / f"result_{n}.json").read_text()) for n in VARIANTS
+               if (work / f"result_{n}.json").is_file()}
 
+    old = json.loads((work / "meta.json").read_text()) if (work / "meta.json").is_file() else {}
+    for key, value in old.get("timings", {}).items():     # a cached stage keeps the time it took to train
+        if timings.get(key, 0) < 60:
+            timings[key] = value
     meta = {"seed": args.seed, "data": asdict(data), "steps": {"vae": VAE_STEPS, "mask_decoder": MASK_STEPS,
-            "flow": FLOW_STEPS}, "heldout_triples": sorted(map(list, heldout_triples())), "ceiling": ceiling,
+            "flow": FLOW_STEPS, "flow_lr": FLOW_LR}, "heldout_triples": sorted(map(list, heldout_triples())), "ceiling": ceiling,
             "timings": timings, "threads": args.threads}
     (work / "meta.json").write_text(json.dumps(meta, indent=1))
     if "full" in results:
