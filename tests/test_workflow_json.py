@@ -396,7 +396,8 @@ def _check_editor_schema(wf: dict) -> None:
 
 
 def test_workflows_directory_has_the_shipped_workflows():
-    assert [p.name for p in WORKFLOWS] == ["concert_multicam_edit.json", "lightcache_animatediff_sd15.json",
+    assert [p.name for p in WORKFLOWS] == ["concert_multicam_edit.json", "flowrvs_referring_segmentation.json",
+                                           "flowrvs_synthetic_builtin.json", "lightcache_animatediff_sd15.json",
                                            "lightcache_svd_img2vid.json", "lightcache_wan21_t2v.json",
                                            "synthetic_scene_preview.json"]
 
@@ -418,7 +419,8 @@ def test_shipped_workflow_converts_to_an_api_prompt_with_valid_values(path):
     wf = json.loads(path.read_text())
     api = ui_to_api(wf, INFO)
     assert set(api) == {str(n["id"]) for n in wf["nodes"] if n["type"] not in ("Note", "MarkdownNote")}
-    free = {m["name"] for m in model_files(wf)} | {"example.png"}
+    # user files: an input image / video, and weights in a pack folder that ComfyUI cannot download
+    free = {m["name"] for m in model_files(wf)} | {"example.png", "video.mp4", "FlowRVS_dit_mevis.pth", "tuned_vae.pth"}
     for node in api.values():
         for spec in input_specs(INFO[node["class_type"]]):
             value = node["inputs"].get(spec.name)
