@@ -115,6 +115,22 @@ class FlowRVSSystem(nn.Module):
         return self.flow(x_t, t, self.text_encoder(ids, attention_mask), video=video)
 
 
+def save_fp16(module: nn.Module, path) -> None:
+    """``module``'s weights as fp16 safetensors (the pack's committed-weight format)."""
+    from safetensors.torch import save_file
+
+    save_file({k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in module.state_dict().items()},
+              str(path))
+
+
+def load_fp16(module: nn.Module, path) -> nn.Module:
+    """Load safetensors written by :func:`save_fp16` into ``module`` as float32 (strict)."""
+    from safetensors.torch import load_file
+
+    module.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()}, strict=True)
+    return module
+
+
 def build_vae(config: dict | None = None, out_channels: int = 3):
     from diffusers import AutoencoderKLWan
 
@@ -225,18 +241,12 @@ class TinyFlowRVS:
 
     # --------------------------------------------------------------------------------- files
     def save(self, out: str | Path, record: dict | None = None) -> Path:
-        from safetensors.torch import save_file
-
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-
-        def half(sd):
-            return {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
-
-        save_file(half(self.system.flow.transformer.state_dict()), out / "flowrvs_dit.safetensors")
-        save_file(half(self.system.text_encoder.state_dict()), out / "text_encoder.safetensors")
-        save_file(half(self.vae.state_dict()), out / "vae.safetensors")
-        save_file(half(self.mask_vae.state_dict()), out / "mask_vae.safetensors")
+        save_fp16(self.system.flow.transformer, out / "flowrvs_dit.safetensors")
+        save_fp16(self.system.text_encoder, out / "text_encoder.safetensors")
+        save_fp16(self.vae, out / "vae.safetensors")
+        save_fp16(self.mask_vae, out / "mask_vae.safetensors")
         dit_cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.system.flow.transformer.config.items()
                    if k in TINY_DIT}
         meta = {"kind": "flowrvs_tiny", "dit": dit_cfg, "dvi": self.system.flow.dvi,
@@ -253,8 +263,6 @@ class TinyFlowRVS:
 
     @classmethod
     def load(cls, folder: str | Path | None = None) -> TinyFlowRVS:
-        from safetensors.torch import load_file
-
         folder = Path(folder) if folder else WEIGHTS_DIR
         meta_path = folder / BUNDLE_JSON
         if not meta_path.is_file():
@@ -267,14 +275,8 @@ class TinyFlowRVS:
             raise NodeInputError(NODE, "weights", "a DiT config whose in_channels agree with 'dvi'",
                                  f"dvi={meta['dvi']}, in_channels={system.flow.in_channels}")
 
-        def put(module, name):
-            sd = load_file(str(folder / name))
-            module.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
-
-        put(system.flow.transformer, "flowrvs_dit.safetensors")
-        put(system.text_encoder, "text_encoder.safetensors")
-        vae = build_vae(meta["vae"])
-        put(vae, "vae.safetensors")
-        mask_vae = build_vae(meta["vae"], out_channels=1)
-        put(mask_vae, "mask_vae.safetensors")
+        load_fp16(system.flow.transformer, folder / "flowrvs_dit.safetensors")
+        load_fp16(system.text_encoder, folder / "text_encoder.safetensors")
+        vae = load_fp16(build_vae(meta["vae"]), folder / "vae.safetensors")
+        mask_vae = load_fp16(build_vae(meta["vae"], out_channels=1), folder / "mask_vae.safetensors")
         return cls(tok, system, vae, mask_vae, meta["latent_mean"], meta["latent_std"], meta.get("record"))

@@ -28,6 +28,7 @@ split of :mod:`avlab.synthetic.referring` (colour/shape/motion triples never see
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -43,8 +44,8 @@ from ..synthetic.referring import ReferringConfig, make_referring_clip, vocabula
 from . import latents as L
 from .metrics import j_and_f, mean_j_and_f
 from .sampler import flowrvs_sigmas, sample
-from .tiny import (TEXT_LENGTH, TINY_VAE, TinyFlowRVS, build_system, build_vae, decode_unclamped, mask_vae_from,
-                   posterior)
+from .tiny import (TEXT_LENGTH, TINY_VAE, TinyFlowRVS, WordTokenizer, build_system, build_vae, decode_unclamped,
+                   load_fp16, mask_vae_from, posterior, save_fp16)
 
 logger = logging.getLogger(__name__)
 
@@ -286,10 +287,7 @@ def evaluate(tiny: TinyFlowRVS, clips: dict, steps: int = 1, shift: float = 3.0,
             text = tiny.encode_text(clips["sentences"][i:i + batch])
             video = torch.cat([tiny.video_latent(f) for f in frames])
             t0 = time.perf_counter()
-            if handle is not None:
-                with handle.run(num_steps=steps):
-                    z = sample(tiny.velocity_fn(text, video), video, flowrvs_sigmas(steps, shift))
-            else:
+            with handle.run(num_steps=steps) if handle is not None else contextlib.nullcontext():
                 z = sample(tiny.velocity_fn(text, video), video, flowrvs_sigmas(steps, shift))
             seconds += time.perf_counter() - t0
             logits = tiny.decode_mask(z)
@@ -319,7 +317,6 @@ def mask_reconstruction(vae, mask_vae, clips: dict, batch: int = 8) -> dict:
 
 # ---------------------------------------------------------------------------------------------- stages
 def _tokens(sentences, length: int = TEXT_LENGTH):
-    from .tiny import WordTokenizer
     return WordTokenizer(vocabulary(), length)(sentences)
 
 
@@ -358,8 +355,6 @@ def train_from_config(system: str, config: dict, out: str, resume: bool = False,
     FlowConfig, "vae_stage": VAEStageConfig, "mask_decoder": MaskDecoderConfig, "vae": "DIR"}``, every
     key optional. ``"vae"`` (stages ``flowrvs`` and ``flowrvs-mask-decoder``): a folder holding
     ``vae.safetensors`` (an earlier ``flowrvs-vae`` run, or the pack's ``weights/flowrvs``)."""
-    from safetensors.torch import load_file, save_file
-
     if system not in STAGES:
         raise NodeInputError(NODE, "system", f"one of {list(STAGES)}", system)
     known = {"data", "train", "flow", "vae_stage", "mask_decoder", "vae", "seed"}
@@ -380,15 +375,14 @@ def train_from_config(system: str, config: dict, out: str, resume: bool = False,
     if system == "flowrvs-vae":
         vae, res = run_vae_stage(clips, _from_dict(VAEStageConfig, config.get("vae_stage"), "vae_stage"), tc, seed)
         if rank_info().is_main:
-            save_file({k: v.half().contiguous() for k, v in vae.state_dict().items()}, str(out_dir / "vae.safetensors"))
+            save_fp16(vae, out_dir / "vae.safetensors")
         record["metrics"] = res.metrics
     else:
         vae_dir = Path(config.get("vae") or Path(__file__).resolve().parents[1] / "weights" / "flowrvs")
         if not (vae_dir / "vae.safetensors").is_file():
             raise NodeInputError(NODE, "config.vae", "a folder holding vae.safetensors (run `train flowrvs-vae` first)",
                                  str(vae_dir))
-        vae = build_vae(TINY_VAE)
-        vae.load_state_dict({k: v.float() for k, v in load_file(str(vae_dir / "vae.safetensors")).items()})
+        vae = load_fp16(build_vae(TINY_VAE), vae_dir / "vae.safetensors")
         lat = encode_latents(vae, clips)
         if system == "flowrvs":
             flow = _from_dict(FlowConfig, config.get("flow"), "flow")
@@ -397,8 +391,7 @@ def train_from_config(system: str, config: dict, out: str, resume: bool = False,
             record.update(flow=asdict(flow), latent_mean=stats[0], latent_std=stats[1], metrics=res.metrics)
             mask_file = vae_dir / "mask_vae.safetensors"
             if mask_file.is_file() and rank_info().is_main:     # a complete model: the bundle TinyFlowRVS.load reads
-                mvae = build_vae(TINY_VAE, out_channels=1)
-                mvae.load_state_dict({k: v.float() for k, v in load_file(str(mask_file)).items()})
+                mvae = load_fp16(build_vae(TINY_VAE, out_channels=1), mask_file)
                 TinyFlowRVS(tok, model, vae, mvae, *stats).save(out_dir / "model", {"flow": asdict(flow)})
                 record["model"] = str(out_dir / "model")
             elif not mask_file.is_file():
@@ -407,8 +400,7 @@ def train_from_config(system: str, config: dict, out: str, resume: bool = False,
             stage = _from_dict(MaskDecoderConfig, config.get("mask_decoder"), "mask_decoder")
             mvae, res = run_mask_decoder_stage(vae, lat, clips["masks"], stage, tc, seed)
             if rank_info().is_main:
-                save_file({k: v.half().contiguous() for k, v in mvae.state_dict().items()},
-                          str(out_dir / "mask_vae.safetensors"))
+                save_fp16(mvae, out_dir / "mask_vae.safetensors")
             record.update(mask_decoder=asdict(stage), metrics=res.metrics)
     record["seconds"] = round(time.perf_counter() - t0, 1)
     if rank_info().is_main:

@@ -43,7 +43,7 @@ def _import_pack():
 _import_pack()
 from avlab.common.training import TrainConfig  # noqa: E402
 from avlab.flowrvs import train as T  # noqa: E402
-from avlab.flowrvs.tiny import TINY_VAE, TinyFlowRVS, build_vae  # noqa: E402
+from avlab.flowrvs.tiny import TINY_VAE, TinyFlowRVS, build_vae, load_fp16, save_fp16  # noqa: E402
 from avlab.synthetic.referring import heldout_triples  # noqa: E402
 
 VARIANTS = {
@@ -63,17 +63,11 @@ def tc(steps: int, out: Path, lr: float, seed: int, wd: float = 0.0) -> TrainCon
 
 
 def load_or_train(path: Path, build, train_fn):
-    from safetensors.torch import load_file, save_file
-    if path.is_file():
-        m = build()
-        m.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
-        return m.eval()
-    m = train_fn()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.half().contiguous() for k, v in m.state_dict().items()}, str(path))
-    # evaluate what is committed: the fp16 weights
-    m.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
-    return m.eval()
+    """The stage's fp16 file when it exists, else train, save it and reload it (evaluate what is committed)."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_fp16(train_fn(), path)
+    return load_fp16(build(), path).eval()
 
 
 def main() -> int:
