@@ -154,8 +154,9 @@ class GramLoss(nn.Module):
     ``softmax(−Vol/τ)`` over the off-diagonal entries (the same logits as the contrastive term), and
     :class:`MatchingHead` is trained with BCE on the positives and these negatives (GRAM §3).
 
-    ``similarity="cosine"`` gives the pairwise-cosine baseline with the same temperature, smoothing
-    and matching machinery (logits = sum of pairwise cosines / τ), for the ablation of papers.md §4.
+    ``similarity="cosine"`` gives the pairwise-cosine (CLIP-style) baseline with the same temperature,
+    smoothing and matching machinery: the mean of one symmetric InfoNCE per pair of modalities on
+    ``cos/τ``; its 3-way retrieval score (and hard-negative logits) is the sum of the pairwise cosines.
     """
 
     def __init__(self, dim: int = 512, modalities: int = 3, tau: float = 0.07, learn_tau: bool = True,
@@ -173,18 +174,24 @@ class GramLoss(nn.Module):
     def tau(self) -> torch.Tensor:
         return self.log_tau.exp().clamp(0.01, 1.0)
 
-    def logits(self, anchor: torch.Tensor, *items: torch.Tensor) -> torch.Tensor:
+    def logits(self, anchor: torch.Tensor, *items: torch.Tensor, similarity: str | None = None) -> torch.Tensor:
         """``[A, B]`` logits: ``−Vol/τ`` (GRAM) or ``cosines/τ`` (baseline)."""
-        if self.similarity == "volume":
+        if (similarity or self.similarity) == "volume":
             return -gram_volume(anchor, *items) / self.tau
         return cosine_scores(anchor, *items) / self.tau
 
-    def forward(self, anchor: torch.Tensor, *items: torch.Tensor,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = self.logits(anchor, *items)
-        target = torch.arange(logits.shape[0], device=logits.device)
-        contrastive = 0.5 * (F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
-                             + F.cross_entropy(logits.T, target, label_smoothing=self.label_smoothing))
+    def forward(self, anchor: torch.Tensor, *items: torch.Tensor, generator: torch.Generator | None = None,
+                similarity: str | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss and metrics; ``similarity`` overrides the configured one for this call (the alignment
+        warm-up of :mod:`avlab.foley.train`)."""
+        similarity = similarity or self.similarity
+        logits = self.logits(anchor, *items, similarity=similarity)
+        if similarity == "volume":
+            contrastive = self._symmetric_ce(logits)
+        else:   # CLIP-style: one symmetric InfoNCE per pair of modalities, averaged
+            vectors = [F.normalize(_accum(x), dim=-1) for x in (anchor, *items)]
+            pairs = [(p, q) for p in range(len(vectors)) for q in range(p + 1, len(vectors))]
+            contrastive = sum(self._symmetric_ce(vectors[p] @ vectors[q].T / self.tau) for p, q in pairs) / len(pairs)
         metrics = {"contrastive": float(contrastive), "tau": float(self.tau)}
         loss = contrastive
         if self.matching is not None and logits.shape[0] > 1:
@@ -192,6 +199,11 @@ class GramLoss(nn.Module):
             metrics["matching"] = float(match)
             loss = loss + self.matching_weight * match
         return loss, metrics
+
+    def _symmetric_ce(self, logits: torch.Tensor) -> torch.Tensor:
+        target = torch.arange(logits.shape[0], device=logits.device)
+        return 0.5 * (F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
+                      + F.cross_entropy(logits.T, target, label_smoothing=self.label_smoothing))
 
     def _matching_loss(self, logits, anchor, items, generator) -> torch.Tensor:
         n = logits.shape[0]
