@@ -23,6 +23,7 @@ NODE_MODULES = (
     "concert",
     "masks",
     "flowrvs",
+    "foley",
 )
 
 

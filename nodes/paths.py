@@ -17,12 +17,16 @@ _WEIGHTS = {".safetensors", ".pt", ".pth", ".ckpt"}
 #: Folder names of the pack's systems: ``models/avlab/<system>/`` (issue 13's one scheme).
 CONCERT = "avlab_concert"
 FLOWRVS = "avlab_flowrvs"
+GRAM = "avlab_gram"
+CONTROLNET = "avlab_controlnet"
 
 # folder name -> (path under ComfyUI/models, accepted extensions)
 MODEL_FOLDERS: dict[str, tuple[str, set[str]]] = {
     "avlab": ("avlab", _WEIGHTS),
     "avlab_concert": (os.path.join("avlab", "concert"), _WEIGHTS | {".json"}),   # = CONCERT
     "avlab_flowrvs": (os.path.join("avlab", "flowrvs"), _WEIGHTS),                # = FLOWRVS
+    "avlab_gram": (os.path.join("avlab", "gram"), _WEIGHTS),                      # = GRAM
+    "avlab_controlnet": (os.path.join("avlab", "controlnet"), _WEIGHTS),          # = CONTROLNET
 }
 
 

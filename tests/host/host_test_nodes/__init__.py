@@ -65,9 +65,54 @@ class HostTestMaskDigest(io.ComfyNode):
         return io.NodeOutput(text, ui={"text": [text]})
 
 
+class HostTestStableAudioLoader(io.ComfyNode):
+    """A small Stable Audio Open (MODEL: ComfyUI's own ``StableAudio1`` / ``AudioDiffusionTransformer``
+    with a few narrow blocks) and a small Oobleck audio VAE (ComfyUI's ``AudioOobleckVAE`` with 4 base
+    channels, real strides: 2048 samples per latent frame, 44.1 kHz stereo). ComfyUI detects Stable
+    Audio only at full size (1.1 B DiT, fixed Oobleck widths), so tests build it in-process
+    (issue 13; ``tests/host/tiny_stable_audio.py``)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HostTestStableAudioLoader",
+            display_name="Host Test Stable Audio Loader",
+            category="_for_testing/avlab_host",
+            inputs=[io.Int.Input("depth", default=2, min=1, max=24), io.Int.Input("seed", default=0, min=0, max=2**31 - 1)],
+            outputs=[io.Model.Output(), io.Vae.Output()],
+            is_experimental=True,
+        )
+
+    @classmethod
+    def execute(cls, depth: int, seed: int) -> io.NodeOutput:
+        import functools
+        import sys
+        from pathlib import Path
+
+        import comfy.ldm.audio.autoencoder as autoencoder
+        import comfy.sd
+
+        here = str(Path(__file__).resolve().parents[1])
+        if here not in sys.path:
+            sys.path.insert(0, here)
+        from tiny_stable_audio import build_tiny_stable_audio
+
+        patcher = build_tiny_stable_audio(depth=depth, seed=seed)
+        torch.manual_seed(seed)
+        small = functools.partial(autoencoder.AudioOobleckVAE, channels=4)
+        sd = small().state_dict()
+        original = comfy.sd.AudioOobleckVAE
+        comfy.sd.AudioOobleckVAE = small          # only while this VAE is built
+        try:
+            vae = comfy.sd.VAE(sd=sd)
+        finally:
+            comfy.sd.AudioOobleckVAE = original
+        return io.NodeOutput(patcher, vae)
+
+
 class HostTestExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [HostTestConditioning, HostTestMaskDigest]
+        return [HostTestConditioning, HostTestMaskDigest, HostTestStableAudioLoader]
 
 
 async def comfy_entrypoint() -> HostTestExtension:

@@ -1,0 +1,287 @@
+"""FoleyGRAM part 1 nodes (category ``AVLab/FoleyGRAM``, papers.md §4; issue 9): GRAM encoders,
+volume similarity and Stable Audio conditioning.
+
+* ``AVLab GRAM Loader``: a GRAM checkpoint from ``models/avlab/gram`` (the official
+  ``model_step_N.pt`` + a ``bert-base-uncased`` folder for its tokenizer, or the pack's
+  ``.safetensors``), or the pack's built-in synthetic GRAM → ``AVLAB_GRAM``.
+* ``AVLab GRAM Encode``: IMAGE + fps / STRING (one caption per line) / AUDIO, any subset →
+  ``AVLAB_GRAM_EMBEDS`` (``{"video"|"text"|"audio": [N, 512] unit vectors, "labels": {...}}``).
+* ``AVLab GRAM Similarity``: embeds × embeds → the volume matrix as a preview IMAGE + top-k STRING.
+* ``AVLab GRAM Conditioning``: embeds + the GRAM→token projection (trained with the envelope
+  ControlNet, ``models/avlab/controlnet``) → positive / negative CONDITIONING for ComfyUI's native
+  Stable Audio model (cross-attention tokens + seconds_start / seconds_total), for the native KSampler.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from comfy_api.latest import io
+
+from ..common.errors import NodeInputError
+from ..foley.conditioning import has_projection, load_projection
+from ..foley.gram import gram_volume
+from ..foley.preview import volume_heatmap
+from . import paths
+
+logger = logging.getLogger(__name__)
+
+GRAM = io.Custom("AVLAB_GRAM")
+EMBEDS = io.Custom("AVLAB_GRAM_EMBEDS")
+LOADER, ENCODE, SIMILARITY, CONDITIONING = ("AVLab GRAM Loader", "AVLab GRAM Encode", "AVLab GRAM Similarity",
+                                            "AVLab GRAM Conditioning")
+BUILTIN = "AVLab built-in: synthetic tiny GRAM"
+BUILTIN_FILE = Path(__file__).resolve().parents[1] / "weights" / "gram" / "gram_synthetic.safetensors"
+NO_TEXT_FOLDER = "none"
+MODALITIES = ("video", "text", "audio")
+CANDIDATES = ("text", "video", "audio", "video+audio")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+def _folder_files(folder: str) -> list[str]:
+    import folder_paths
+
+    if folder not in folder_paths.folder_names_and_paths:
+        paths.register_model_folders()
+    return folder_paths.get_filename_list(folder)
+
+
+def _gram_files() -> list[str]:
+    return ([BUILTIN] if BUILTIN_FILE.is_file() else []) + [f for f in _folder_files(paths.GRAM)]
+
+
+def _text_folders() -> list[str]:
+    return [NO_TEXT_FOLDER] + paths.model_subfolders(paths.GRAM, "vocab.txt")
+
+
+def _projection_files() -> list[str]:
+    out = []
+    for name in _folder_files(paths.CONTROLNET):
+        full = paths.model_file(CONDITIONING, paths.CONTROLNET, name)
+        if name.endswith(".safetensors") and has_projection(full):
+            out.append(name)
+    return out
+
+
+def _dtype(precision: str, device: torch.device) -> torch.dtype:
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+class AVLabGramLoader(io.ComfyNode):
+    """GRAM towers + projection heads as one handle."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AVLabGramLoader", display_name=LOADER, category="AVLab/FoleyGRAM",
+            description="Loads GRAM (video EVA-CLIP ViT-g/14, text BERT-base, audio BEATs, 512-d heads) from "
+            "models/avlab/gram: the official GRAM checkpoint (model_step_N.pt) with a bert-base-uncased folder "
+            "for its tokenizer, or an AVLab .safetensors. Nothing is downloaded.",
+            inputs=[
+                io.Combo.Input("gram_name", options=_gram_files(),
+                               tooltip="GRAM weights in models/avlab/gram (official .pt or AVLab .safetensors), or "
+                               "the pack's built-in synthetic model."),
+                io.Combo.Input("text_folder", options=_text_folders(), default=NO_TEXT_FOLDER,
+                               tooltip="A folder in models/avlab/gram holding bert-base-uncased's config.json + "
+                               "vocab.txt (needed by the official .pt; AVLab files carry their tokenizer)."),
+                io.Combo.Input("precision", options=list(PRECISIONS), default="auto",
+                               tooltip="auto = fp16 on CUDA, fp32 on CPU."),
+            ],
+            outputs=[GRAM.Output(display_name="gram")],
+            is_experimental=True,
+        )
+
+    @classmethod
+    def execute(cls, gram_name, text_folder=NO_TEXT_FOLDER, precision="auto") -> io.NodeOutput:
+        import comfy.model_management as mm
+
+        from ..foley.weights import load_gram
+
+        if precision not in PRECISIONS:
+            raise NodeInputError(LOADER, "precision", f"one of {list(PRECISIONS)}", precision)
+        if gram_name == BUILTIN:
+            path = str(BUILTIN_FILE)
+        else:
+            try:
+                path = paths.model_file(LOADER, paths.GRAM, gram_name)
+            except NodeInputError as exc:
+                raise NodeInputError(LOADER, "gram_name", exc.expected) from None
+        folder = None
+        if text_folder and text_folder != NO_TEXT_FOLDER:
+            folder = paths.model_subfolder(LOADER, paths.GRAM, text_folder)
+        elif not path.endswith(".safetensors"):
+            raise NodeInputError(LOADER, "text_folder", "a bert-base-uncased folder (config.json + vocab.txt) in "
+                                 "models/avlab/gram: the official GRAM checkpoint has no tokenizer", text_folder)
+        device = mm.get_torch_device()
+        try:
+            model = load_gram(path, text_folder=folder, device=device, dtype=_dtype(precision, device))
+        except (ValueError, FileNotFoundError) as exc:
+            raise NodeInputError(LOADER, "gram_name", f"GRAM weights this loader understands ({exc})",
+                                 os.path.basename(path)) from None
+        return io.NodeOutput(model)
+
+
+def _audio_items(audio: dict) -> list[tuple[torch.Tensor, int]]:
+    if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
+        raise NodeInputError(ENCODE, "audio", "an AUDIO ({'waveform': [B,C,S], 'sample_rate': sr})",
+                             type(audio).__name__)
+    wave, sr = audio["waveform"], audio["sample_rate"]
+    if wave.dim() != 3 or wave.shape[0] == 0:
+        raise NodeInputError(ENCODE, "audio", "a waveform [batch, channels, samples] with ≥ 1 clip", tuple(wave.shape))
+    if wave.shape[-1] == 0:
+        raise NodeInputError(ENCODE, "audio", "audio with at least one sample", "0 samples")
+    if not (isinstance(sr, (int, float)) and sr > 0):
+        raise NodeInputError(ENCODE, "audio", "a sample rate > 0", sr)
+    return [(wave[i], int(sr)) for i in range(wave.shape[0])]
+
+
+class AVLabGramEncode(io.ComfyNode):
+    """Any subset of video / text / audio → GRAM embeddings."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AVLabGramEncode", display_name=ENCODE, category="AVLab/FoleyGRAM",
+            description="GRAM embeddings (512-d, unit length) of a video (frames sampled by time from its real fps), "
+            "captions (one per line) and/or audio clips (each batch item one clip). Give at least one.",
+            inputs=[
+                GRAM.Input("gram"),
+                io.Image.Input("images", optional=True, tooltip="Video frames [T,H,W,3] (one video)."),
+                io.Float.Input("fps", default=24.0, min=0.0, max=240.0, step=0.001,
+                               tooltip="The video's real frame rate (frames are sampled by time, not by index)."),
+                io.String.Input("text", multiline=True, default="", optional=True,
+                                tooltip="Captions, one per line; empty = no text."),
+                io.Audio.Input("audio", optional=True, tooltip="Audio; each batch item is one clip (any rate, "
+                               "resampled to 16 kHz mono)."),
+            ],
+            outputs=[EMBEDS.Output(display_name="embeds")],
+            is_experimental=True,
+        )
+
+    @classmethod
+    def execute(cls, gram, images=None, fps=24.0, text="", audio=None) -> io.NodeOutput:
+        lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+        if images is None and audio is None and not lines:
+            raise NodeInputError(ENCODE, "text", "a non-empty caption, or images or audio to encode",
+                                 "empty text and no images or audio")
+        embeds: dict = {"labels": {}}
+        try:
+            if images is not None:
+                if images.dim() != 4 or images.shape[0] == 0:
+                    raise NodeInputError(ENCODE, "images", "video frames [T,H,W,3] with T ≥ 1", tuple(images.shape))
+                if not (fps and fps > 0):
+                    raise NodeInputError(ENCODE, "fps", "the video's frame rate (> 0)", fps)
+                embeds["video"] = gram.embed_video(images, fps)[None].cpu()
+                embeds["labels"]["video"] = [f"video ({images.shape[0]} frames)"]
+            if lines:
+                embeds["text"] = gram.embed_text(lines).cpu()
+                embeds["labels"]["text"] = lines
+            if audio is not None:
+                items = _audio_items(audio)
+                embeds["audio"] = torch.stack([gram.embed_audio(w, sr) for w, sr in items]).cpu()
+                embeds["labels"]["audio"] = [f"audio {i}" for i in range(len(items))]
+        except NodeInputError:
+            raise
+        except ValueError as exc:
+            raise NodeInputError(ENCODE, "gram", f"inputs this GRAM model can encode ({exc})") from None
+        embeds["dim"] = int(next(v for k, v in embeds.items() if k in MODALITIES).shape[-1])
+        return io.NodeOutput(embeds)
+
+
+def _modality(embeds: dict, name: str, node: str, input_name: str) -> torch.Tensor:
+    if not isinstance(embeds, dict) or name not in embeds:
+        have = [m for m in MODALITIES if isinstance(embeds, dict) and m in embeds]
+        raise NodeInputError(node, input_name, f"embeds holding {name} (connect it to AVLab GRAM Encode's {name})",
+                             f"embeds with {have or 'nothing'}")
+    return embeds[name]
+
+
+class AVLabGramSimilarity(io.ComfyNode):
+    """Volume matrix of queries × candidates, as a picture and a ranked list."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AVLabGramSimilarity", display_name=SIMILARITY, category="AVLab/FoleyGRAM",
+            description="Ranks candidates for each query by GRAM volume (smaller = better aligned): e.g. which caption "
+            "fits a video, which sound fits it, or which (video, audio) pair fits a caption.",
+            inputs=[
+                EMBEDS.Input("queries"),
+                io.Combo.Input("query_modality", options=list(MODALITIES), default="text"),
+                EMBEDS.Input("candidates"),
+                io.Combo.Input("candidate_modality", options=list(CANDIDATES), default="video",
+                               tooltip="video+audio = the 3-way volume with each candidate's own video and audio."),
+                io.Int.Input("top_k", default=3, min=1, max=100),
+            ],
+            outputs=[io.Image.Output(display_name="preview"), io.String.Output(display_name="ranking"),
+                     io.Int.Output(display_name="best_index", tooltip="Best candidate of the first query.")],
+            is_experimental=True,
+        )
+
+    @classmethod
+    def execute(cls, queries, query_modality, candidates, candidate_modality, top_k=3) -> io.NodeOutput:
+        q = _modality(queries, query_modality, SIMILARITY, "queries")
+        names = candidate_modality.split("+")
+        items = [_modality(candidates, n, SIMILARITY, "candidates") for n in names]
+        for n, t in zip(names, items):
+            if t.shape[-1] != q.shape[-1]:
+                raise NodeInputError(SIMILARITY, "candidates", f"{q.shape[-1]}-d embeddings like the queries "
+                                     "(both from the same GRAM model)", f"{n} of {t.shape[-1]} dimensions")
+        if len({t.shape[0] for t in items}) > 1:
+            raise NodeInputError(SIMILARITY, "candidates", "as many videos as audio clips for video+audio",
+                                 [t.shape[0] for t in items])
+        volume = gram_volume(q.float(), *(t.float() for t in items))
+        qlab = queries["labels"].get(query_modality, [f"{query_modality} {i}" for i in range(q.shape[0])])
+        clab = candidates["labels"].get(names[0], [f"{names[0]} {j}" for j in range(items[0].shape[0])])
+        lines = []
+        for i in range(volume.shape[0]):
+            order = volume[i].argsort()[:top_k].tolist()
+            lines.append(f"{qlab[i]}: " + ", ".join(f"#{j} {clab[j]} (volume {float(volume[i, j]):.3f})" for j in order))
+        return io.NodeOutput(volume_heatmap(volume, qlab, clab), "\n".join(lines), int(volume[0].argmin()))
+
+
+class AVLabGramConditioning(io.ComfyNode):
+    """GRAM embeddings → native Stable Audio conditioning."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AVLabGramConditioning", display_name=CONDITIONING, category="AVLab/FoleyGRAM",
+            description="Turns GRAM embeddings into Stable Audio Open cross-attention tokens (one Linear 512→768 "
+            "token per modality: video, text, audio) plus seconds_start/seconds_total, for the native KSampler. "
+            "The projection is trained with the FoleyGRAM envelope ControlNet (models/avlab/controlnet).",
+            inputs=[
+                EMBEDS.Input("embeds"),
+                io.Combo.Input("projection", options=_projection_files(),
+                               tooltip="A .safetensors in models/avlab/controlnet holding the GRAM→token projection."),
+                io.Float.Input("seconds_start", default=0.0, min=0.0, max=1000.0, step=0.1),
+                io.Float.Input("seconds_total", default=10.0, min=0.0, max=1000.0, step=0.1),
+                io.Int.Input("item", default=0, min=0, max=4096,
+                             tooltip="Which caption / audio clip to use when the embeds hold several."),
+            ],
+            outputs=[io.Conditioning.Output(display_name="positive"),
+                     io.Conditioning.Output(display_name="negative", tooltip="Zero tokens (CFG's null input).")],
+            is_experimental=True,
+        )
+
+    @classmethod
+    def execute(cls, embeds, projection, seconds_start=0.0, seconds_total=10.0, item=0) -> io.NodeOutput:
+        try:
+            path = paths.model_file(CONDITIONING, paths.CONTROLNET, projection)
+        except NodeInputError as exc:
+            raise NodeInputError(CONDITIONING, "projection", exc.expected) from None
+        try:
+            proj = load_projection(path)
+            tokens = proj.tokens({k: v for k, v in embeds.items() if k in MODALITIES}, item).detach().float().cpu()
+        except ValueError as exc:
+            raise NodeInputError(CONDITIONING, "embeds", f"embeddings matching the projection ({exc})") from None
+        extra = {"seconds_start": float(seconds_start), "seconds_total": float(seconds_total)}
+        return io.NodeOutput([[tokens, dict(extra)]], [[torch.zeros_like(tokens), dict(extra)]])
+
+
+NODES = [AVLabGramLoader, AVLabGramEncode, AVLabGramSimilarity, AVLabGramConditioning]

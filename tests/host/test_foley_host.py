@@ -1,0 +1,139 @@
+"""Host tier: the FoleyGRAM part 1 nodes (papers.md §4; issue 9) through ``POST /prompt`` in a real
+ComfyUI — a synthetic scene → AVLab GRAM Loader (a tiny GRAM in the pack's format, and the built-in
+model) → AVLab GRAM Encode (video + fps, captions, audio) → AVLab GRAM Conditioning (a GRAM→token
+projection file in models/avlab/controlnet) → ComfyUI's native KSampler on a small Stable Audio
+model (built in-process by the test-only ``HostTestStableAudioLoader``: ComfyUI detects Stable Audio
+only at full size) → VAEDecodeAudio → SaveAudio; Similarity's preview; the bad inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from comfy_host import ExecutionFailed
+
+TEXT = "a red metal circle bouncing\nthe blue wood square is sliding\nspinning green triangle of glass"
+
+
+@pytest.fixture(scope="module")
+def gram_files(comfy_host, tmp_path_factory):
+    from avlab.foley.beats import TINY_BEATS, BEATs
+    from avlab.foley.conditioning import GramTokenProjection, save_projection
+    from avlab.foley.eva_vit import TINY_EVA_VIT, EVAVisionTransformer
+    from avlab.foley.model import GramModel
+    from avlab.foley.text import TextTower
+    from avlab.foley.train import caption_vocabulary
+    from avlab.foley.weights import save_gram
+
+    d = tmp_path_factory.mktemp("gram")
+    torch.manual_seed(0)
+    for name, dim in (("tiny_gram.safetensors", 32), ("tiny_gram_24.safetensors", 24)):
+        text = TextTower.tiny(caption_vocabulary(), width=32, layers=1, heads=2)
+        gram = GramModel(EVAVisionTransformer(TINY_EVA_VIT), text, BEATs(TINY_BEATS), dim=dim, crop="squash")
+        save_gram(gram, d / name)
+    save_projection(GramTokenProjection(32, 768), d / "tiny_projection.safetensors")
+    torch.save({"module.contra_head_t.linear.weight": torch.zeros(4, 4)}, d / "model_step_1.pt")
+    files = {n: comfy_host.add_model("avlab/gram", d / n)
+             for n in ("tiny_gram.safetensors", "tiny_gram_24.safetensors", "model_step_1.pt")}
+    files["projection"] = comfy_host.add_model("avlab/controlnet", d / "tiny_projection.safetensors")
+    return files
+
+
+def _encode_graph(gram: str, text: str = TEXT, video: bool = True, audio: bool = True) -> dict:
+    enc = {"gram": ["gram", 0], "fps": ["scene", 3], "text": text}
+    if video:
+        enc["images"] = ["scene", 0]
+    if audio:
+        enc["audio"] = ["scene", 2]
+    return {
+        "scene": {"class_type": "AVLabSyntheticScene", "inputs": {
+            "seed": 5, "frames": 12, "width": 64, "height": 48, "fps": 12.0, "num_objects": 2,
+            "sample_rate": 44100, "target_object": 0}},
+        "gram": {"class_type": "AVLabGramLoader", "inputs": {"gram_name": gram, "text_folder": "none",
+                                                               "precision": "auto"}},
+        "enc": {"class_type": "AVLabGramEncode", "inputs": enc},
+    }
+
+
+def test_gram_conditions_native_stable_audio_and_saves_audio(comfy_host, comfy_client, gram_files):
+    g = _encode_graph(gram_files["tiny_gram.safetensors"])
+    g.update({
+        "cond": {"class_type": "AVLabGramConditioning", "inputs": {
+            "embeds": ["enc", 0], "projection": gram_files["projection"], "seconds_start": 0.0,
+            "seconds_total": 1.0, "item": 1}},
+        "sa": {"class_type": "HostTestStableAudioLoader", "inputs": {"depth": 2, "seed": 0}},
+        "latent": {"class_type": "EmptyLatentAudio", "inputs": {"seconds": 1.0, "batch_size": 1}},
+        "sample": {"class_type": "KSampler", "inputs": {
+            "model": ["sa", 0], "positive": ["cond", 0], "negative": ["cond", 1], "latent_image": ["latent", 0],
+            "seed": 0, "steps": 2, "cfg": 3.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "decode": {"class_type": "VAEDecodeAudio", "inputs": {"samples": ["sample", 0], "vae": ["sa", 1]}},
+        "save": {"class_type": "SaveAudio", "inputs": {"audio": ["decode", 0], "filename_prefix": "foley/gram"}},
+    })
+    history = comfy_client.run(g, timeout=600)
+    files = comfy_host.output_files(history, "save", kind="audio")
+    assert len(files) == 1 and files[0].is_file() and files[0].stat().st_size > 1000
+    import av
+
+    with av.open(str(files[0])) as f:
+        stream = f.streams.audio[0]
+        assert stream.rate == 44100 and stream.channels == 2
+
+
+def test_similarity_preview_and_ranking(comfy_host, comfy_client, gram_files):
+    g = _encode_graph(gram_files["tiny_gram.safetensors"])
+    g.update({
+        "sim": {"class_type": "AVLabGramSimilarity", "inputs": {
+            "queries": ["enc", 0], "query_modality": "video", "candidates": ["enc", 0],
+            "candidate_modality": "text", "top_k": 2}},
+        "save": {"class_type": "SaveImage", "inputs": {"images": ["sim", 0], "filename_prefix": "foley/sim"}},
+    })
+    history = comfy_client.run(g, timeout=300)
+    from PIL import Image
+
+    (png,) = comfy_host.output_files(history, "save")
+    width, height = Image.open(png).size
+    assert width > 3 * 48 and height > 48          # one row (the video) × three captions
+
+
+def test_builtin_gram_is_listed(comfy_client):
+    info = comfy_client.object_info("AVLabGramLoader")["AVLabGramLoader"]
+    options = info["input"]["required"]["gram_name"]
+    names = options[1]["options"] if isinstance(options[1], dict) and "options" in options[1] else options[0]
+    from pathlib import Path
+
+    import avlab
+
+    if (Path(avlab.__file__).parent / "weights" / "gram" / "gram_synthetic.safetensors").is_file():
+        assert "AVLab built-in: synthetic tiny GRAM" in names
+    assert "avlab_gram" in comfy_client.model_folders() and "avlab_controlnet" in comfy_client.model_folders()
+
+
+@pytest.mark.parametrize("case", ["empty_text", "dims", "official_without_tokenizer"])
+def test_bad_inputs_name_node_and_input(comfy_client, gram_files, case):
+    if case == "empty_text":
+        g = _encode_graph(gram_files["tiny_gram.safetensors"], text="   ", video=False, audio=False)
+        g["sink"] = {"class_type": "AVLabGramSimilarity", "inputs": {
+            "queries": ["enc", 0], "query_modality": "text", "candidates": ["enc", 0],
+            "candidate_modality": "text", "top_k": 1}}
+        g["save"] = {"class_type": "PreviewImage", "inputs": {"images": ["sink", 0]}}
+        expected = ("AVLab GRAM Encode", "'text'")
+    elif case == "dims":
+        g = _encode_graph(gram_files["tiny_gram.safetensors"], audio=False)
+        other = _encode_graph(gram_files["tiny_gram_24.safetensors"], audio=False)
+        g.update({"gram2": other["gram"], "enc2": dict(other["enc"])})
+        g["enc2"]["inputs"] = dict(g["enc2"]["inputs"], gram=["gram2", 0])
+        g["sim"] = {"class_type": "AVLabGramSimilarity", "inputs": {
+            "queries": ["enc", 0], "query_modality": "text", "candidates": ["enc2", 0],
+            "candidate_modality": "video", "top_k": 1}}
+        g["save"] = {"class_type": "PreviewImage", "inputs": {"images": ["sim", 0]}}
+        expected = ("AVLab GRAM Similarity", "'candidates'")
+    else:
+        g = _encode_graph(gram_files["model_step_1.pt"], audio=False, video=False)
+        g["sim"] = {"class_type": "AVLabGramSimilarity", "inputs": {
+            "queries": ["enc", 0], "query_modality": "text", "candidates": ["enc", 0],
+            "candidate_modality": "text", "top_k": 1}}
+        g["save"] = {"class_type": "PreviewImage", "inputs": {"images": ["sim", 0]}}
+        expected = ("AVLab GRAM Loader", "'text_folder'")
+    with pytest.raises(ExecutionFailed) as err:
+        comfy_client.run(g, timeout=300)
+    message = str(err.value)
+    assert all(part in message for part in expected), message
