@@ -83,6 +83,9 @@ class GramLossConfig:
     #: towers (VAST); from scratch all modalities start mutually orthogonal, where the volume is
     #: stationary (∂Vol/∂cos = 0: a saddle the loss never leaves — measured: flat at ln B for 150 steps).
     align_warmup_steps: int = 150
+    #: 2-way volume terms between modalities (names), e.g. [["video", "audio"]]; weight of each.
+    pairs: list = field(default_factory=lambda: [["video", "audio"]])
+    pair_weight: float = 1.0
 
 
 def default_train_config() -> TrainConfig:
@@ -306,7 +309,7 @@ def pretrain_towers(config: dict, out: str | Path, resume: bool = False, steps: 
     out = Path(out)
     data, mcfg, _, tcfg = _configs(config, steps, out, resume)
     if "train" not in config or "steps" not in config["train"]:
-        tcfg = dataclasses.replace(tcfg, steps=steps or 600, lr=1e-3)
+        tcfg = dataclasses.replace(tcfg, steps=steps or 1000, lr=1e-3)
     t0 = time.time()
     train_set = render_split("train", data.train_clips, data)
     gram = build_model(mcfg, seed=tcfg.seed)
@@ -344,8 +347,10 @@ def train_gram(config: dict, out: str | Path, resume: bool = False, steps: int |
     else:
         gram = build_model(mcfg, seed=tcfg.seed)
         freeze = mcfg.freeze
+    order = ("text", "video", "audio")          # the loss sees (anchor, *items) in this order
     loss = GramLoss(dim=gram.dim, modalities=3, tau=lcfg.tau, label_smoothing=lcfg.label_smoothing,
-                    matching_weight=lcfg.matching_weight, similarity=lcfg.similarity)
+                    matching_weight=lcfg.matching_weight, similarity=lcfg.similarity,
+                    pairs=tuple((order.index(a), order.index(b)) for a, b in lcfg.pairs), pair_weight=lcfg.pair_weight)
     warmup = lcfg.align_warmup_steps if lcfg.similarity == "volume" else 0
     if set(freeze) >= {"video", "text", "audio"}:
         gram.requires_grad_(False)

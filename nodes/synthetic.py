@@ -216,4 +216,47 @@ class AVLabSyntheticReferringClip(io.ComfyNode):
         return io.NodeOutput(clip.frames, clip.mask, clip.sentence)
 
 
-NODES = [AVLabSyntheticScene, AVLabSyntheticConcert, AVLabSyntheticReferringClip]
+class AVLabSyntheticFoleyClip(io.ComfyNode):
+    """A (video, caption, sound) triple of the synthetic domain (FoleyGRAM's GRAM, papers.md §4)."""
+
+    NAME = "AVLab Synthetic Foley Clip"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        from ..synthetic import foley
+
+        return io.Schema(
+            node_id="AVLabSyntheticFoleyClip",
+            display_name=cls.NAME,
+            category="AVLab/Synthetic",
+            description="Renders a deterministic Foley triple: one object whose colour, shape, material (surface "
+            "pattern) and motion (bouncing / sliding / spinning) are all visible and all audible, with a caption "
+            "naming them. The 'test' split uses combinations the built-in GRAM never saw in training.",
+            inputs=[
+                io.Combo.Input("split", options=list(foley.SPLIT_SEEDS), default="test",
+                               tooltip="train: what the built-in GRAM was trained on; val: seen combinations, new "
+                               "clips; test: held-out combinations."),
+                io.Int.Input("index", default=0, min=0, max=99_999, tooltip="Clip number within the split."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="frames", tooltip="Video frames [8,64,64,3]."),
+                io.Audio.Output(display_name="audio", tooltip="The sound (16 kHz mono), as long as the video."),
+                io.Float.Output(display_name="fps", tooltip="The frame rate (8)."),
+                io.String.Output(display_name="caption", tooltip="The caption."),
+            ],
+            is_experimental=True,
+        )
+
+    @classmethod
+    def execute(cls, split: str, index: int) -> io.NodeOutput:
+        from ..synthetic import foley
+
+        if split not in foley.SPLIT_SEEDS:
+            raise NodeInputError(cls.NAME, "split", f"one of {list(foley.SPLIT_SEEDS)}", split)
+        (clip,) = foley.split_clips(split, 1, offset=index)
+        logger.info("%s: %s #%d: %r", cls.NAME, split, index, clip.caption)
+        return io.NodeOutput(clip.frames, media.waveform_to_audio(clip.audio[None], clip.sample_rate),
+                             float(clip.fps), clip.caption)
+
+
+NODES = [AVLabSyntheticScene, AVLabSyntheticConcert, AVLabSyntheticReferringClip, AVLabSyntheticFoleyClip]

@@ -391,10 +391,89 @@ def flowrvs_synthetic_builtin(object_info: dict) -> dict:
     return build_ui_workflow(nodes, object_info, notes, workflow_id="flowrvs_synthetic_builtin")
 
 
+_GRAM_ABOUT = (
+    "GRAM (arXiv 2412.11959, used by FoleyGRAM arXiv 2510.05829) embeds video (EVA-CLIP ViT-g/14, frames sampled "
+    "by time from the real fps), text (BERT) and audio (BEATs) in one 512-d space and measures how well they "
+    "belong together by the volume of the parallelotope their unit vectors span: smaller volume = better aligned. "
+    "AVLab GRAM Similarity ranks candidates by that volume (preview: darker = smaller, the best outlined).")
+
+
+def gram_similarity(object_info: dict) -> dict:
+    """GRAM (papers.md §4): which caption / which sound fits your video — volume ranking."""
+    nodes = {
+        "load_video": Node("LoadVideo", title="Your video", widgets={"file": "video.mp4"}, free=("file",)),
+        "components": Node("GetVideoComponents", links={"video": ("load_video", 0)}),
+        "gram": Node("AVLabGramLoader", widgets={"gram_name": "model_step_150000.pt", "text_folder": "bert-base-uncased",
+                                                 "precision": "auto"}, free=("gram_name", "text_folder")),
+        "encode": Node("AVLabGramEncode", title="Video + its sound + candidate captions", links={
+            "gram": ("gram", 0), "images": ("components", 0), "fps": ("components", 2), "audio": ("components", 1)},
+            widgets={"fps": 24.0, "text": "a dog barks in a park\nglass shatters on a tiled floor\n"
+                     "footsteps on gravel\na car engine starts"}, color="#232", bgcolor="#353"),
+        "captions": Node("AVLabGramSimilarity", title="Which caption fits the video?", links={
+            "queries": ("encode", 0), "candidates": ("encode", 0)},
+            widgets={"query_modality": "video", "candidate_modality": "text", "top_k": 3}),
+        "captions_preview": Node("PreviewImage", links={"images": ("captions", 0)}),
+        "captions_ranking": Node("PreviewAny", title="Ranking", links={"source": ("captions", 1)}),
+        "with_sound": Node("AVLabGramSimilarity", title="Which caption fits video + sound (3-way volume)?", links={
+            "queries": ("encode", 0), "candidates": ("encode", 0)},
+            widgets={"query_modality": "text", "candidate_modality": "video+audio", "top_k": 3}),
+        "with_sound_preview": Node("PreviewImage", links={"images": ("with_sound", 0)}),
+    }
+    notes = [
+        Note(title="Weights", text=(
+            "Into ComfyUI/models/avlab/gram/:\n"
+            "* a GRAM checkpoint from the GRAM authors (https://github.com/ispamm/GRAM: ckpt/model_step_N.pt of "
+            "GRAM_pretrained_4modalities or a fine-tuned one) — it holds EVA-CLIP ViT-g/14, BERT-base, BEATs and the "
+            "512-d heads;\n"
+            "* a folder bert-base-uncased/ with its config.json and vocab.txt (https://huggingface.co/bert-base-uncased), "
+            "for the tokenizer.\nRead with torch.load(weights_only=True) only; nothing is downloaded.")),
+        Note(title="AVLab GRAM", text=(
+            _GRAM_ABOUT + "\n\nType candidate captions in the Encode node, one per line. The first Similarity asks "
+            "which caption fits the picture; the second uses the sound too (the 3-way volume of caption, video "
+            "and audio). Without weights, open gram_synthetic_builtin.json.")),
+    ]
+    return build_ui_workflow(nodes, object_info, notes, workflow_id="gram_similarity")
+
+
+def gram_synthetic_builtin(object_info: dict) -> dict:
+    """The pack's tiny GRAM on a held-out synthetic Foley clip (no weights needed)."""
+    nodes = {
+        "clip": Node("AVLabSyntheticFoleyClip", widgets={"split": "test", "index": 0}),
+        "gram": Node("AVLabGramLoader", widgets={"gram_name": "AVLab built-in: synthetic tiny GRAM",
+                                                 "text_folder": "none", "precision": "auto"}),
+        "encode": Node("AVLabGramEncode", links={"gram": ("gram", 0), "images": ("clip", 0), "fps": ("clip", 2),
+                                                 "audio": ("clip", 1)},
+                       widgets={"fps": 8.0, "text": "a green glass circle bouncing\na green metal circle bouncing\n"
+                                "a green glass square bouncing\na red glass circle bouncing\n"
+                                "a green glass circle sliding\na blue wood triangle spinning"},
+                       color="#232", bgcolor="#353"),
+        "similarity": Node("AVLabGramSimilarity", links={"queries": ("encode", 0), "candidates": ("encode", 0)},
+                           widgets={"query_modality": "video", "candidate_modality": "text", "top_k": 3}),
+        "preview": Node("PreviewImage", links={"images": ("similarity", 0)}),
+        "ranking": Node("PreviewAny", title="Ranking", links={"source": ("similarity", 1)}),
+        "truth": Node("PreviewAny", title="True caption", links={"source": ("clip", 3)}),
+        "video": Node("CreateVideo", links={"images": ("clip", 0), "audio": ("clip", 1), "fps": ("clip", 2)},
+                      widgets={"fps": 8.0}),
+        "save": Node("SaveVideo", links={"video": ("video", 0)},
+                     widgets={"filename_prefix": "AVLab/gram_clip", "format": "mp4", "codec": "h264"}),
+    }
+    notes = [
+        Note(title="AVLab GRAM Built-in (synthetic)", text=(
+            "No weights needed. " + _GRAM_ABOUT + "\n\nThis graph runs the pack's tiny GRAM (trained on AVLab's "
+            "synthetic Foley clips: one object whose colour, shape, material and motion are all visible and audible) "
+            "on a held-out clip — a combination never seen in training. Edit the candidate captions (colours red green "
+            "blue yellow magenta cyan orange white; circle square triangle; metal glass wood rubber; bouncing sliding "
+            "spinning) or change index. For real videos open gram_similarity.json. " + _SAVE_NOTE)),
+    ]
+    return build_ui_workflow(nodes, object_info, notes, workflow_id="gram_synthetic_builtin")
+
+
 WORKFLOWS: dict[str, Callable[[dict], dict]] = {
     "concert_multicam_edit.json": concert_multicam_edit,
     "flowrvs_referring_segmentation.json": flowrvs_referring_segmentation,
     "flowrvs_synthetic_builtin.json": flowrvs_synthetic_builtin,
+    "gram_similarity.json": gram_similarity,
+    "gram_synthetic_builtin.json": gram_synthetic_builtin,
     "lightcache_animatediff_sd15.json": lightcache_animatediff_sd15,
     "lightcache_svd_img2vid.json": lightcache_svd_img2vid,
     "lightcache_wan21_t2v.json": lightcache_wan21_t2v,

@@ -280,3 +280,46 @@ def test_runs_flowrvs_synthetic_builtin(comfy_host, comfy_client, object_info):
     [sentence_id] = _ids(api, "PreviewAny")
     [sentence] = history["outputs"][sentence_id]["text"]
     assert sentence.startswith("the ") and " moving " in sentence
+
+
+def test_runs_gram_similarity(comfy_host, comfy_client, object_info, tmp_path):
+    import torch
+    from avlab.common import media
+    from tiny_gram import bert_folder, official_layout_checkpoint
+
+    folder = bert_folder(tmp_path)
+    path, _ = official_layout_checkpoint(tmp_path, folder)
+    ckpt = comfy_host.add_model("avlab/gram", Path(path), name="wf_model_step_1000.pt")
+    text_folder = comfy_host.add_model("avlab/gram", folder, name="wf_bert")
+    frames, fps, sr = 10, 10.0, 16000
+    media.write_video(comfy_host.input_dir / "avlab_gram_input.mp4", torch.rand(frames, 40, 56, 3), fps,
+                      audio=torch.randn(2, int(sr * frames / fps)) * 0.1, sample_rate=sr)
+    api = ui_to_api(_load("gram_similarity.json"), object_info, overrides={
+        "LoadVideo": {"file": "avlab_gram_input.mp4"},
+        "AVLabGramLoader": {"gram_name": ckpt, "text_folder": text_folder},
+    })
+    history = comfy_client.run(api, timeout=600)
+    previews = [p for nid in _ids(api, "PreviewImage") for p in comfy_host.output_files(history, nid)]
+    assert len(previews) == 2
+    [ranking_id] = _ids(api, "PreviewAny")
+    [ranking] = history["outputs"][ranking_id]["text"]
+    assert ranking.startswith("video (10 frames): #") and ranking.count("volume") == 3
+
+
+def test_runs_gram_synthetic_builtin(comfy_host, comfy_client, object_info):
+    import avlab
+
+    if not (Path(avlab.__file__).parent / "weights" / "gram" / "gram_synthetic.safetensors").is_file():
+        pytest.skip("no trained tiny GRAM committed (scripts/train_gram_synthetic.py)")
+    api = ui_to_api(_load("gram_synthetic_builtin.json"), object_info, overrides={
+        "SaveVideo": {"filename_prefix": "workflows/gram_builtin"},
+    })
+    history = comfy_client.run(api, timeout=600)
+    assert _saved_video(comfy_host, history, api)["frames"] == 8
+    texts = {api[nid]["_meta"]["title"] if "_meta" in api[nid] else nid: history["outputs"][nid]["text"][0]
+             for nid in _ids(api, "PreviewAny")}
+    ranking = next(t for t in texts.values() if "volume" in t)
+    truth = next(t for t in texts.values() if "volume" not in t)
+    # the built-in model puts the caption naming the clip's own combination first (held-out clip 0)
+    assert truth == "the magenta square made of glass is sliding"
+    assert ranking.split("#", 1)[1].startswith("0 a magenta glass square sliding"), ranking

@@ -1,0 +1,54 @@
+"""Tiny GRAM checkpoints in the official layout (ispamm/GRAM ``ckpt/model_step_N.pt``) and a tiny
+``bert-base-uncased``-shaped folder, for the CI tier (``tests/test_foley_model.py``) and the host tier
+(``test_foley_host.py``, ``test_workflows_host.py``)."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from avlab.foley.beats import TINY_BEATS, BEATs
+from avlab.foley.eva_vit import TINY_EVA_VIT, EVAVisionTransformer
+
+WORDS = ["a", "red", "blue", "metal", "wood", "ball", "bouncing", "sliding"]
+
+
+def bert_folder(tmp_path):
+    """A bert-base-uncased-shaped folder (config.json + vocab.txt), tiny."""
+    from transformers import BertConfig
+
+    folder = tmp_path / "bert"
+    folder.mkdir()
+    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS) + "\n")
+    BertConfig(vocab_size=13, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+               max_position_embeddings=32).save_pretrained(folder)
+    (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer"}))
+    return folder
+
+
+def official_layout_checkpoint(tmp_path, folder) -> tuple[str, dict]:
+    """A tiny GRAM ``model_step_N.pt``: DDP-prefixed, VAST's BertForMaskedLM with cross-attention,
+    EVA-CLIP's text tower and the other heads present too (the loader must skip them)."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    state = {}
+    for k, v in EVAVisionTransformer(TINY_EVA_VIT).state_dict().items():
+        state[f"vision_encoder.visual.{k}"] = v.clone()
+    state["vision_encoder.text.token_embedding.weight"] = torch.randn(10, 8)
+    state["vision_encoder.logit_scale"] = torch.tensor(4.6)
+    for k, v in BEATs(TINY_BEATS).state_dict().items():
+        state[f"audio_encoder.{k}"] = v.clone()
+    cfg = BertConfig.from_pretrained(folder)
+    cfg.is_decoder, cfg.add_cross_attention = True, True
+    for k, v in BertForMaskedLM(cfg).state_dict().items():
+        state[f"multimodal_encoder.{k}"] = v.clone()
+    heads = {"contra_head_t.linear.weight": torch.randn(16, 32), "contra_head_v.linear.weight": torch.randn(16, 64),
+             "contra_head_a.linear.weight": torch.randn(16, 64)}
+    state.update(heads)
+    state.update({"contra_head_va.linear.weight": torch.randn(16, 16), "contra_head_va.linear.bias": torch.zeros(16),
+                  "contra_temp": torch.tensor(0.07), "itm_head.linear.weight": torch.randn(2, 32)})
+    path = tmp_path / "model_step_1000.pt"
+    torch.save({f"module.{k}": v for k, v in state.items()}, path)
+    return str(path), state
