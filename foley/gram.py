@@ -207,7 +207,7 @@ class GramLoss(nn.Module):
         loss = contrastive
         if self.matching is not None and logits.shape[0] > 1:
             match = self._matching_loss(logits.detach(), anchor, items, generator)
-            metrics["matching"] = float(match)
+            metrics["matching"] = float(match.detach())
             loss = loss + self.matching_weight * match
         return loss, metrics
 

@@ -9,6 +9,10 @@ its default lr is 5e-4 (the one change, documented in the README). Towers can be
 (``"freeze": ["text"]``), e.g. with the real pretrained MiniLM-L6 text tower (``"text_tower":
 "minilm"``). ``"similarity": "cosine"`` trains the CLIP-style pairwise baseline with the same budget.
 
+Data: the synthetic domain, or folders of real triples — ``"folders": {"train": DIR, "val": DIR}``, each
+video beside a same-name ``.txt`` caption (:func:`folder_triples`); ``"text_folder"`` names the
+``bert-base-uncased`` folder an official GRAM ``"towers"`` checkpoint needs.
+
 Splits (:mod:`avlab.synthetic.foley`): train = seen attribute combinations; val = seen combinations,
 other seeds (for tuning); test = held-out combinations (for the report). Retrieval uses groups of
 N = 32 candidates with 32 distinct combinations; Recall@K is averaged over the groups.
@@ -148,6 +152,51 @@ def render_split(split: str, count: int, data: GramDataConfig) -> Triples:
         audio = torchaudio.functional.resample(audio, data.sample_rate, 16000)
     combos = [tuple(c.attributes[k] for k in ("color", "shape", "material", "motion")) for c in clips]
     return Triples(frames, audio, [c.caption for c in clips], combos)
+
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+
+
+def folder_triples(folder: str | Path, data: GramDataConfig, clip_seconds: float | None = None) -> Triples:
+    """(video, caption, sound) triples from a folder: each video file (with an audio track) beside a
+    ``.txt`` of the same name holding its caption, or a separate ``.wav``/``.flac`` of the same name
+    for the sound. Frames are sampled by time at ``data.frames`` segment middles of the clip's first
+    ``clip_seconds`` (default ``data.frames / data.fps``) and squashed to ``data.size``; the sound
+    is 16 kHz mono, cut or zero-padded to the same duration."""
+    import torchaudio
+
+    from ..common import media
+    from .model import sample_frame_indices
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{NODE}: data folder {folder} does not exist")
+    seconds = clip_seconds or data.frames / data.fps
+    frames_out, audio_out, captions = [], [], []
+    videos = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+    for video in videos:
+        caption_file = video.with_suffix(".txt")
+        if not caption_file.is_file():
+            logger.warning("%s: %s has no caption file %s; skipped", NODE, video.name, caption_file.name)
+            continue
+        info = media.probe_video(video, node=NODE, input_name=str(video))
+        frames = media.read_video_frames(video, end=seconds, size=(data.size, data.size), node=NODE)
+        if frames.shape[0] == 0:
+            raise ValueError(f"{NODE}: {video} has no frames in its first {seconds} s")
+        idx = sample_frame_indices(frames.shape[0], float(info.fps or data.fps), data.frames)
+        sound = next((video.with_suffix(e) for e in (".wav", ".flac") if video.with_suffix(e).is_file()), video)
+        read = media.read_audio(sound, end=seconds, node=NODE)
+        if read is None or read[0].shape[-1] == 0:
+            raise ValueError(f"{NODE}: {sound} has no audio for the triple")
+        wave = torchaudio.functional.resample(read[0].mean(0), read[1], 16000) if read[1] != 16000 else read[0].mean(0)
+        need = int(round(seconds * 16000))
+        wave = torch.nn.functional.pad(wave[:need], (0, max(0, need - wave.shape[0])))
+        frames_out.append((frames[idx] * 255).round().to(torch.uint8))
+        audio_out.append(wave)
+        captions.append(caption_file.read_text().strip())
+    if len(captions) < 2:
+        raise ValueError(f"{NODE}: {folder} holds {len(captions)} usable triples (video + same-name .txt); need ≥ 2")
+    return Triples(torch.stack(frames_out), torch.stack(audio_out), captions, [(c,) for c in captions])
 
 
 def normalise_pixels(frames_u8: torch.Tensor) -> torch.Tensor:
@@ -337,9 +386,11 @@ def train_gram(config: dict, out: str | Path, resume: bool = False, steps: int |
     data, mcfg, lcfg, tcfg = _configs(config, steps, out, resume)
     batch_size = int(config.get("batch_size", 64))
     t0 = time.time()
-    train_set = render_split("train", data.train_clips, data)
+    folders = config.get("folders", {})
+    train_set = (folder_triples(folders["train"], data) if "train" in folders
+                 else render_split("train", data.train_clips, data))
     if config.get("towers"):
-        gram = load_gram(config["towers"])
+        gram = load_gram(config["towers"], text_folder=config.get("text_folder"))
         torch.manual_seed(tcfg.seed)
         for head in (gram.contra_head_v, gram.contra_head_t, gram.contra_head_a):
             head.linear.reset_parameters()
@@ -372,7 +423,10 @@ def train_gram(config: dict, out: str | Path, resume: bool = False, steps: int |
         "train": tcfg.to_json(), "batch_size": batch_size, "towers": config.get("towers"), "freeze": list(freeze)},
         "tau": float(result.model.loss.tau)}
     for split, count in (("val", data.val_clips), ("test", data.test_clips)):
-        if count:
+        if split in folders:
+            triples = folder_triples(folders[split], data)
+            report[split] = evaluate(gram, triples, min(data.group, len(triples)), method=lcfg.similarity)
+        elif count and not folders:
             report[split] = evaluate(gram, render_split(split, count, data), data.group, method=lcfg.similarity)
     out.mkdir(parents=True, exist_ok=True)
     save_gram(gram, out / "gram.safetensors", extra={"similarity": lcfg.similarity, "text_tower": mcfg.text_tower})
