@@ -421,7 +421,7 @@ def train_gram(config: dict, out: str | Path, resume: bool = False, steps: int |
     report = {"train_seconds": round(time.time() - t0, 1), "steps": result.step, "config": {
         "data": dataclasses.asdict(data), "model": dataclasses.asdict(mcfg), "loss": dataclasses.asdict(lcfg),
         "train": tcfg.to_json(), "batch_size": batch_size, "towers": config.get("towers"), "freeze": list(freeze)},
-        "tau": float(result.model.loss.tau)}
+        "tau": float(result.model.loss.tau.detach())}
     for split, count in (("val", data.val_clips), ("test", data.test_clips)):
         if split in folders:
             triples = folder_triples(folders[split], data)

@@ -443,9 +443,9 @@ def gram_synthetic_builtin(object_info: dict) -> dict:
                                                  "text_folder": "none", "precision": "auto"}),
         "encode": Node("AVLabGramEncode", links={"gram": ("gram", 0), "images": ("clip", 0), "fps": ("clip", 2),
                                                  "audio": ("clip", 1)},
-                       widgets={"fps": 8.0, "text": "a green glass circle bouncing\na green metal circle bouncing\n"
-                                "a green glass square bouncing\na red glass circle bouncing\n"
-                                "a green glass circle sliding\na blue wood triangle spinning"},
+                       widgets={"fps": 8.0, "text": "a yellow metal circle sliding\na yellow glass circle sliding\n"
+                                "a yellow metal square sliding\na white metal circle sliding\n"
+                                "a yellow metal circle bouncing\na blue wood triangle spinning"},
                        color="#232", bgcolor="#353"),
         "similarity": Node("AVLabGramSimilarity", links={"queries": ("encode", 0), "candidates": ("encode", 0)},
                            widgets={"query_modality": "video", "candidate_modality": "text", "top_k": 3}),

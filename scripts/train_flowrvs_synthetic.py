@@ -29,18 +29,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _import_pack():
-    try:
-        import avlab  # noqa: F401  (editable install)
-    except ImportError:
-        import importlib.util
-        spec = importlib.util.spec_from_file_location("avlab", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["avlab"] = mod
-        spec.loader.exec_module(mod)
+from _pack import import_pack  # noqa: E402  (scripts/ is on sys.path when a script runs)
 
-
-_import_pack()
+import_pack()
 from avlab.common.training import TrainConfig  # noqa: E402
 from avlab.flowrvs import train as T  # noqa: E402
 from avlab.flowrvs.tiny import TINY_VAE, TinyFlowRVS, build_vae, load_fp16, save_fp16  # noqa: E402

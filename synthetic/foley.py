@@ -2,13 +2,14 @@
 
 One object per clip, described by four attributes that are all *visible* and all *audible*:
 
-* colour (8, :data:`~avlab.synthetic.scene.COLORS`) — the hue; sets the pitch (one step of a
+* colour (8, :data:`~avlab.synthetic.scene.COLORS`) — the hue; sets the fundamental (one step of a
   just-intonation scale per colour over an octave: the domain's convention, not physics);
 * shape (3) — the outline; sets extra inharmonic partials (a circle rings purely, a square and a
   triangle add their own modes);
 * material (4, :data:`~avlab.synthetic.audio.MATERIALS`) — a surface pattern (metal: a specular
   band; glass: see-through with a bright rim; wood: grain stripes; rubber: matte with a dark rim)
-  and the modal timbre of :func:`avlab.synthetic.audio.impact`;
+  and the timbre (mode ratios, gains, decays and contact noise of :data:`avlab.synthetic.audio.MATERIALS`;
+  the fundamental stays the colour's);
 * motion (3) — ``bouncing`` (in the air, impacts at each floor contact), ``sliding`` (along the
   floor, continuous friction noise at the material's pitch), ``spinning`` (rotating in place
   above the floor, a whoosh modulated at the turn rate).
@@ -33,6 +34,8 @@ from .scene import COLORS, SHAPES, _background, _shape_mask
 
 MATERIALS = tuple(sound.MATERIALS)
 MOTIONS = ("bouncing", "sliding", "spinning")
+#: Fundamental of the lowest colour (Hz); each colour multiplies it by its ratio below.
+FUNDAMENTAL_HZ = 330.0
 #: Pitch ratio of each colour (just intonation, one octave over the 8 colours).
 COLOR_PITCH = dict(zip(COLORS, (1.0, 9 / 8, 5 / 4, 4 / 3, 3 / 2, 5 / 3, 15 / 8, 2.0)))
 #: Extra partials (ratio, gain) each shape adds to the material's modes.
@@ -70,7 +73,7 @@ def all_combos() -> list[tuple[str, str, str, str]]:
     return list(itertools.product(COLORS, SHAPES, MATERIALS, MOTIONS))
 
 
-def heldout_combos(count: int = 64, seed: int = 2025) -> list[tuple[str, str, str, str]]:
+def heldout_combos(count: int = 32, seed: int = 2025) -> list[tuple[str, str, str, str]]:
     """``count`` (colour, shape, material, motion) combinations kept out of training (fixed by seed)."""
     rng = np.random.default_rng(seed)
     combos = all_combos()
@@ -140,13 +143,13 @@ def make_foley_clip(seed: int, attributes: dict | None = None, config: FoleyClip
     attrs = dict(attributes)
     S, T, fps, sr = cfg.size, cfg.frames, cfg.fps, cfg.sample_rate
     num = int(round(T / fps * sr))
-    r = S * rng.uniform(0.13, 0.17)
+    r = S * rng.uniform(0.15, 0.19)
     floor = S * 0.9
     times = np.arange(T) / fps
     angle0, spin = rng.uniform(0, 2 * np.pi), rng.choice([-1, 1]) * rng.uniform(4.0, 7.0)
     material = sound.MATERIALS[attrs["material"]]
-    pitch = COLOR_PITCH[attrs["color"]] * (0.15 * S / r) ** 0.2     # bigger rings a little lower
-    base = material.base_hz * 0.5 * pitch
+    # the colour sets the fundamental, the material the timbre (its mode ratios, decays, contact noise)
+    base = FUNDAMENTAL_HZ * COLOR_PITCH[attrs["color"]] * (0.17 * S / r) ** 0.2     # bigger rings a little lower
     partials = list(zip(material.ratios, material.gains)) + list(SHAPE_PARTIALS[attrs["shape"]])
     track = np.zeros(num)
     if attrs["motion"] == "bouncing":
@@ -177,7 +180,8 @@ def make_foley_clip(seed: int, attributes: dict | None = None, config: FoleyClip
         spec = np.fft.rfft(noise)
         freqs = np.fft.rfftfreq(num, 1 / sr)
         spec *= np.exp(-0.5 * ((np.log(freqs + 1) - np.log(base * 2)) / 0.25) ** 2)     # band at the pitch
-        track = np.fft.irfft(spec, num) * 8 + 0.15 * _tone(base * 2, partials[:2], num, sr, rng)
+        shape_modes = [partials[0]] + list(SHAPE_PARTIALS[attrs["shape"]])       # the shape stays audible
+        track = np.fft.irfft(spec, num) * 8 + 0.25 * _tone(base * 2, shape_modes, num, sr, rng)
     else:  # spinning
         x = rng.uniform(0.35, 0.65) * S + 0 * times
         ys = floor - r - rng.uniform(0.5, 0.6) * S + 0 * times

@@ -321,5 +321,5 @@ def test_runs_gram_synthetic_builtin(comfy_host, comfy_client, object_info):
     ranking = next(t for t in texts.values() if "volume" in t)
     truth = next(t for t in texts.values() if "volume" not in t)
     # the built-in model puts the caption naming the clip's own combination first (held-out clip 0)
-    assert truth == "the magenta square made of glass is sliding"
-    assert ranking.split("#", 1)[1].startswith("0 a magenta glass square sliding"), ranking
+    assert truth == "the yellow circle made of metal is sliding"
+    assert ranking.split("#", 1)[1].startswith("0 a yellow metal circle sliding"), ranking
