@@ -150,7 +150,7 @@ class AVLabGramEncode(io.ComfyNode):
             description="GRAM embeddings (512-d, unit length) of a video (frames sampled by time from its real fps), "
             "captions (one per line) and/or audio clips (each batch item one clip). Give at least one.",
             inputs=[
-                GRAM.Input("gram"),
+                GRAM.Input("gram", tooltip="GRAM from AVLab GRAM Loader."),
                 io.Image.Input("images", optional=True, tooltip="Video frames [T,H,W,3] (one video)."),
                 io.Float.Input("fps", default=24.0, min=0.0, max=240.0, step=0.001,
                                tooltip="The video's real frame rate (frames are sampled by time, not by index)."),
@@ -211,12 +211,14 @@ class AVLabGramSimilarity(io.ComfyNode):
             description="Ranks candidates for each query by GRAM volume (smaller = better aligned): e.g. which caption "
             "fits a video, which sound fits it, or which (video, audio) pair fits a caption.",
             inputs=[
-                EMBEDS.Input("queries"),
-                io.Combo.Input("query_modality", options=list(MODALITIES), default="text"),
-                EMBEDS.Input("candidates"),
+                EMBEDS.Input("queries", tooltip="Embeddings whose items are the queries (rows)."),
+                io.Combo.Input("query_modality", options=list(MODALITIES), default="text",
+                               tooltip="Which modality of the queries' embeds to rank for."),
+                EMBEDS.Input("candidates", tooltip="Embeddings whose items are the candidates (columns); may be "
+                             "the same embeds as the queries."),
                 io.Combo.Input("candidate_modality", options=list(CANDIDATES), default="video",
                                tooltip="video+audio = the 3-way volume with each candidate's own video and audio."),
-                io.Int.Input("top_k", default=3, min=1, max=100),
+                io.Int.Input("top_k", default=3, min=1, max=100, tooltip="Candidates listed per query."),
             ],
             outputs=[io.Image.Output(display_name="preview"), io.String.Output(display_name="ranking"),
                      io.Int.Output(display_name="best_index", tooltip="Best candidate of the first query.")],
@@ -256,11 +258,14 @@ class AVLabGramConditioning(io.ComfyNode):
             "token per modality: video, text, audio) plus seconds_start/seconds_total, for the native KSampler. "
             "The projection is trained with the FoleyGRAM envelope ControlNet (models/avlab/controlnet).",
             inputs=[
-                EMBEDS.Input("embeds"),
+                EMBEDS.Input("embeds", tooltip="GRAM embeddings (AVLab GRAM Encode): one token per modality."),
                 io.Combo.Input("projection", options=_projection_files(),
                                tooltip="A .safetensors in models/avlab/controlnet holding the GRAM→token projection."),
-                io.Float.Input("seconds_start", default=0.0, min=0.0, max=1000.0, step=0.1),
-                io.Float.Input("seconds_total", default=10.0, min=0.0, max=1000.0, step=0.1),
+                io.Float.Input("seconds_start", default=0.0, min=0.0, max=1000.0, step=0.1,
+                               tooltip="Stable Audio's timing conditioning: where the clip starts (s)."),
+                io.Float.Input("seconds_total", default=10.0, min=0.0, max=1000.0, step=0.1,
+                               tooltip="Stable Audio's timing conditioning: the length to generate (s); match "
+                               "EmptyLatentAudio's seconds."),
                 io.Int.Input("item", default=0, min=0, max=4096,
                              tooltip="Which caption / audio clip to use when the embeds hold several."),
             ],
