@@ -48,7 +48,7 @@ NODE = "avlab train gram"
 
 @dataclass
 class GramDataConfig:
-    train_clips: int = 3584
+    train_clips: int = 8192
     val_clips: int = 256
     test_clips: int = 256
     group: int = 32                 # retrieval candidates per query (issue 13: N = 32)

@@ -180,8 +180,8 @@ def make_foley_clip(seed: int, attributes: dict | None = None, config: FoleyClip
         spec = np.fft.rfft(noise)
         freqs = np.fft.rfftfreq(num, 1 / sr)
         spec *= np.exp(-0.5 * ((np.log(freqs + 1) - np.log(base * 2)) / 0.25) ** 2)     # band at the pitch
-        shape_modes = [partials[0]] + list(SHAPE_PARTIALS[attrs["shape"]])       # the shape stays audible
-        track = np.fft.irfft(spec, num) * 8 + 0.25 * _tone(base * 2, shape_modes, num, sr, rng)
+        # friction noise plus the object's own modes: colour (fundamental), material and shape stay audible
+        track = np.fft.irfft(spec, num) * 8 + 0.3 * _tone(base, partials, num, sr, rng)
     else:  # spinning
         x = rng.uniform(0.35, 0.65) * S + 0 * times
         ys = floor - r - rng.uniform(0.5, 0.6) * S + 0 * times
