@@ -412,7 +412,8 @@ def gram_similarity(object_info: dict) -> dict:
         "captions": Node("AVLabGramSimilarity", title="Which caption fits the video?", links={
             "queries": ("encode", 0), "candidates": ("encode", 0)},
             widgets={"query_modality": "video", "candidate_modality": "text", "top_k": 3}),
-        "captions_preview": Node("PreviewImage", links={"images": ("captions", 0)}),
+        "captions_preview": Node("SaveImage", links={"images": ("captions", 0)},
+                                 widgets={"filename_prefix": "AVLab/gram_captions"}),
         "captions_ranking": Node("PreviewAny", title="Ranking", links={"source": ("captions", 1)}),
         "with_sound": Node("AVLabGramSimilarity", title="Which caption fits video + sound (3-way volume)?", links={
             "queries": ("encode", 0), "candidates": ("encode", 0)},

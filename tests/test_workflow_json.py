@@ -397,7 +397,8 @@ def _check_editor_schema(wf: dict) -> None:
 
 def test_workflows_directory_has_the_shipped_workflows():
     assert [p.name for p in WORKFLOWS] == ["concert_multicam_edit.json", "flowrvs_referring_segmentation.json",
-                                           "flowrvs_synthetic_builtin.json", "lightcache_animatediff_sd15.json",
+                                           "flowrvs_synthetic_builtin.json", "gram_similarity.json",
+                                           "gram_synthetic_builtin.json", "lightcache_animatediff_sd15.json",
                                            "lightcache_svd_img2vid.json", "lightcache_wan21_t2v.json",
                                            "synthetic_scene_preview.json"]
 
@@ -420,7 +421,8 @@ def test_shipped_workflow_converts_to_an_api_prompt_with_valid_values(path):
     api = ui_to_api(wf, INFO)
     assert set(api) == {str(n["id"]) for n in wf["nodes"] if n["type"] not in ("Note", "MarkdownNote")}
     # user files: an input image / video, and weights in a pack folder that ComfyUI cannot download
-    free = {m["name"] for m in model_files(wf)} | {"example.png", "video.mp4", "FlowRVS_dit_mevis.pth", "tuned_vae.pth"}
+    free = {m["name"] for m in model_files(wf)} | {"example.png", "video.mp4", "FlowRVS_dit_mevis.pth", "tuned_vae.pth",
+                                                   "model_step_150000.pt", "bert-base-uncased"}
     for node in api.values():
         for spec in input_specs(INFO[node["class_type"]]):
             value = node["inputs"].get(spec.name)
@@ -439,9 +441,9 @@ def test_shipped_workflow_note_names_every_weight_file_and_its_folder(path):
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
-def test_shipped_workflow_uses_avlab_nodes_and_saves_a_video(path):
+def test_shipped_workflow_uses_avlab_nodes_and_saves_a_file(path):
     types = node_types(json.loads(path.read_text()))
-    assert any(t.startswith("AVLab") for t in types) and "SaveVideo" in types
+    assert any(t.startswith("AVLab") for t in types) and {"SaveVideo", "SaveImage"} & types
 
 
 def _templates_dir() -> Path | None:

@@ -299,8 +299,9 @@ def test_runs_gram_similarity(comfy_host, comfy_client, object_info, tmp_path):
         "AVLabGramLoader": {"gram_name": ckpt, "text_folder": text_folder},
     })
     history = comfy_client.run(api, timeout=600)
-    previews = [p for nid in _ids(api, "PreviewImage") for p in comfy_host.output_files(history, nid)]
-    assert len(previews) == 2
+    images = [p for kind in ("PreviewImage", "SaveImage") for nid in _ids(api, kind)
+              for p in comfy_host.output_files(history, nid)]
+    assert len(images) == 2 and all(p.is_file() for p in images)
     [ranking_id] = _ids(api, "PreviewAny")
     [ranking] = history["outputs"][ranking_id]["text"]
     assert ranking.startswith("video (10 frames): #") and ranking.count("volume") == 3
