@@ -32,3 +32,31 @@ def volume_heatmap(volume: torch.Tensor, rows: list[str], cols: list[str], cell:
     for c in range(C):
         draw.text((label_w + c * cell + 2, 3), cols[c][:7], fill=(0, 0, 0))
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
+
+
+def envelope_plot(values: torch.Tensor, rate: float, width: int = 512, height: int = 160,
+                  onsets: list[float] | None = None) -> torch.Tensor:
+    """An envelope as a line plot IMAGE ``[1, H, W, 3]``: time on x (seconds ticks), value on y
+    (scaled to the peak), optional onset markers."""
+    from PIL import Image, ImageDraw
+
+    v = values.detach().float().reshape(-1).cpu().numpy()
+    img = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    top = float(v.max()) if v.size and v.max() > 0 else 1.0
+    n = max(len(v), 2)
+    duration = len(v) / rate
+    margin = 14
+    xs = [margin + (width - 2 * margin) * i / (n - 1) for i in range(len(v))]
+    ys = [height - margin - (height - 2 * margin) * float(x) / top for x in v]
+    for s in range(int(duration) + 1):
+        x = margin + (width - 2 * margin) * (s * rate) / (n - 1)
+        draw.line([(x, height - margin), (x, height - margin + 4)], fill=(0, 0, 0))
+        draw.text((x + 2, height - margin), f"{s}s", fill=(0, 0, 0))
+    for t in onsets or []:
+        x = margin + (width - 2 * margin) * (t * rate) / (n - 1)
+        draw.line([(x, margin), (x, height - margin)], fill=(255, 140, 0))
+    if len(v) > 1:
+        draw.line(list(zip(xs, ys)), fill=(30, 60, 220), width=2)
+    draw.text((margin, 1), f"peak {top:.3f} @ {rate:.2f} Hz", fill=(0, 0, 0))
+    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]

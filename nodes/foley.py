@@ -289,4 +289,95 @@ class AVLabGramConditioning(io.ComfyNode):
         return io.NodeOutput([[tokens, dict(extra)]], [[torch.zeros_like(tokens), dict(extra)]])
 
 
-NODES = [AVLabGramLoader, AVLabGramEncode, AVLabGramSimilarity, AVLabGramConditioning]
+ENVELOPE = io.Custom("AVLAB_ENVELOPE")
+AUDIO_ENVELOPE, VIDEO_ENVELOPE = "AVLab Audio Envelope", "AVLab Video Envelope"
+
+
+def _envelope_outputs() -> list:
+    return [ENVELOPE.Output(display_name="envelope", tooltip="Envelope values with their own rate (Hz)."),
+            io.Image.Output(display_name="preview", tooltip="The envelope over time, onsets marked.")]
+
+
+def _rate_input() -> io.Float.Input:
+    return io.Float.Input("rate", default=round(44100 / 2048, 4), min=0.0, max=1000.0, step=0.0001,
+                          tooltip="Envelope values per second; default = Stable Audio Open's latent rate "
+                          "(44100 / 2048 ≈ 21.53 Hz). 0 = the source's own rate.")
+
+
+class AVLabAudioEnvelope(io.ComfyNode):
+    """AUDIO → loudness envelope (causal moving RMS) at a chosen rate."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AVLabAudioEnvelope", display_name=AUDIO_ENVELOPE, category="AVLab/FoleyGRAM",
+            description="The loudness envelope of a sound, as FoleyGRAM's timing control uses it (Stable-V2A): a "
+            "causal moving RMS over ~0.23 s read at the chosen rate, lightly smoothed.",
+            inputs=[
+                io.Audio.Input("audio", tooltip="Any AUDIO; stereo is averaged; the first clip of a batch is used."),
+                _rate_input(),
+                io.Float.Input("window_s", default=0.23, min=0.001, max=5.0, step=0.001,
+                               tooltip="RMS window in seconds (0.23 s ≈ 10240 samples at 44.1 kHz)."),
+                io.Int.Input("smooth_frames", default=3, min=1, max=99,
+                             tooltip="Centred Hann smoothing over this many envelope values (1 = none)."),
+            ],
+            outputs=_envelope_outputs(),
+            is_experimental=True,
+        )
+
+    @classmethod
+    def execute(cls, audio, rate, window_s=0.23, smooth_frames=3) -> io.NodeOutput:
+        from ..foley.envelope import STABLE_AUDIO_RATE, rms_envelope
+        from ..foley.metrics import onset_times
+        from ..foley.preview import envelope_plot
+
+        if not isinstance(audio, dict) or "waveform" not in audio:
+            raise NodeInputError(AUDIO_ENVELOPE, "audio", "an AUDIO", type(audio).__name__)
+        wave, sr = audio["waveform"], audio.get("sample_rate")
+        if wave.dim() != 3 or wave.shape[0] == 0 or wave.shape[-1] == 0:
+            raise NodeInputError(AUDIO_ENVELOPE, "audio", "audio with at least one sample", tuple(wave.shape))
+        env = rms_envelope(wave[0].cpu(), int(sr), rate=rate or STABLE_AUDIO_RATE, window_s=window_s,
+                           smooth_frames=smooth_frames)
+        if float(env.values.abs().max()) == 0.0:
+            logger.warning("%s: the audio is silent: the envelope is all zeros", AUDIO_ENVELOPE)
+        return io.NodeOutput(env, envelope_plot(env.values, env.rate, onsets=onset_times(env)))
+
+
+class AVLabVideoEnvelope(io.ComfyNode):
+    """IMAGE + fps → an envelope predicted from the picture (motion energy; no weights)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AVLabVideoEnvelope", display_name=VIDEO_ENVELOPE, category="AVLab/FoleyGRAM",
+            description="An envelope from the video itself, for when there is no reference sound: the motion energy "
+            "(mean change between consecutive frames), peak 1, at the video's real fps, resampled to the chosen "
+            "rate. Needs no weights.",
+            inputs=[
+                io.Image.Input("images", tooltip="Video frames [T,H,W,3]."),
+                io.Float.Input("fps", default=24.0, min=0.0, max=240.0, step=0.001,
+                               tooltip="The video's real frame rate."),
+                _rate_input(),
+            ],
+            outputs=_envelope_outputs(),
+            is_experimental=True,
+        )
+
+    @classmethod
+    def execute(cls, images, fps, rate) -> io.NodeOutput:
+        from ..foley.envelope import motion_envelope
+        from ..foley.metrics import onset_times
+        from ..foley.preview import envelope_plot
+
+        if images.dim() != 4 or images.shape[0] == 0:
+            raise NodeInputError(VIDEO_ENVELOPE, "images", "video frames [T,H,W,3] with T ≥ 1", tuple(images.shape))
+        if not (fps and fps > 0):
+            raise NodeInputError(VIDEO_ENVELOPE, "fps", "the video's frame rate (> 0)", fps)
+        env = motion_envelope(images.cpu(), float(fps))
+        if rate:
+            env = env.resample(rate)
+        return io.NodeOutput(env, envelope_plot(env.values, env.rate, onsets=onset_times(env)))
+
+
+NODES = [AVLabGramLoader, AVLabGramEncode, AVLabGramSimilarity, AVLabGramConditioning, AVLabAudioEnvelope,
+         AVLabVideoEnvelope]

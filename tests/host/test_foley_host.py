@@ -137,3 +137,24 @@ def test_bad_inputs_name_node_and_input(comfy_client, gram_files, case):
         comfy_client.run(g, timeout=300)
     message = str(err.value)
     assert all(part in message for part in expected), message
+
+
+def test_audio_and_video_envelopes(comfy_host, comfy_client):
+    """Envelopes of the synthetic scene's impacts (audio) and motion (video), previews saved."""
+    g = {
+        "scene": {"class_type": "AVLabSyntheticScene", "inputs": {
+            "seed": 5, "frames": 24, "width": 64, "height": 48, "fps": 12.0, "num_objects": 2,
+            "sample_rate": 44100, "target_object": 0}},
+        "aenv": {"class_type": "AVLabAudioEnvelope", "inputs": {"audio": ["scene", 2], "rate": 21.5332,
+                                                               "window_s": 0.23, "smooth_frames": 3}},
+        "venv": {"class_type": "AVLabVideoEnvelope", "inputs": {"images": ["scene", 0], "fps": ["scene", 3],
+                                                               "rate": 0.0}},
+        "save_a": {"class_type": "SaveImage", "inputs": {"images": ["aenv", 1], "filename_prefix": "foley/aenv"}},
+        "save_v": {"class_type": "SaveImage", "inputs": {"images": ["venv", 1], "filename_prefix": "foley/venv"}},
+    }
+    history = comfy_client.run(g, timeout=300)
+    from PIL import Image
+
+    for node in ("save_a", "save_v"):
+        (png,) = comfy_host.output_files(history, node)
+        assert Image.open(png).size == (512, 160)
