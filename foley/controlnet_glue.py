@@ -37,8 +37,8 @@ def stable_audio_parts(model) -> tuple[object, object]:
 
 
 def envelope_for_latent(envelope: Envelope, length: int) -> torch.Tensor:
-    """``[1, 1, length]`` envelope values at the latent rate; a different rate or length is resampled
-    (logged once per call, as the issue asks)."""
+    """``[1, C, length]`` envelope values at the latent rate; a different rate or length is resampled,
+    with a logged notice."""
     values = envelope.values
     if values.dim() == 1:
         values = values[None]
@@ -61,7 +61,11 @@ def _make_patch(i: int, state: dict, previous=None):
                 net: EnvelopeControlNet = state["net"]
                 if next(net.parameters()).device != x.device:
                     net.to(x.device)
-                env = envelope_for_latent(state["envelope"], x.shape[1] - state["prepend"]).to(x.device)
+                length = x.shape[1] - state["prepend"]
+                cache = state.setdefault("envelopes", {})
+                if length not in cache:              # resampled (and the notice logged) once per length
+                    cache[length] = envelope_for_latent(state["envelope"], length)
+                env = cache[length].to(x.device)
 
                 def run_block(block, h):
                     return block(h, rotary_pos_emb=args["pe"], global_cond=args["vec"], context=args["txt"],

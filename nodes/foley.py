@@ -359,7 +359,9 @@ class AVLabVideoEnvelope(io.ComfyNode):
                                tooltip="The video's real frame rate."),
                 _rate_input(),
             ],
-            outputs=_envelope_outputs(),
+            outputs=_envelope_outputs() + [io.Float.Output(
+                display_name="seconds", tooltip="The video's duration (frames / fps): wire it to EmptyLatentAudio "
+                "and AVLab GRAM Conditioning's seconds_total so the sound is as long as the picture.")],
             is_experimental=True,
         )
 
@@ -374,10 +376,105 @@ class AVLabVideoEnvelope(io.ComfyNode):
         if not (fps and fps > 0):
             raise NodeInputError(VIDEO_ENVELOPE, "fps", "the video's frame rate (> 0)", fps)
         env = motion_envelope(images.cpu(), float(fps))
+        seconds = images.shape[0] / float(fps)
         if rate:
             env = env.resample(rate)
-        return io.NodeOutput(env, envelope_plot(env.values, env.rate, onsets=onset_times(env)))
+        return io.NodeOutput(env, envelope_plot(env.values, env.rate, onsets=onset_times(env)), seconds)
+
+
+CONTROLNET = io.Custom("AVLAB_ENVELOPE_CONTROLNET")
+CN_LOADER, CN_APPLY = "AVLab Envelope ControlNet Loader", "AVLab Envelope ControlNet Apply"
+
+
+def _controlnet_files() -> list[str]:
+    from ..foley.controlnet import read_controlnet_file
+
+    out = []
+    for name in _folder_files(paths.CONTROLNET):
+        if name.endswith(".safetensors"):
+            try:
+                read_controlnet_file(paths.model_file(CN_LOADER, paths.CONTROLNET, name))
+                out.append(name)
+            except (ValueError, NodeInputError):
+                continue
+    return out
+
+
+class AVLabEnvelopeControlNetLoader(io.ComfyNode):
+    """An envelope ControlNet file (its blocks are rebuilt on the model it is applied to)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AVLabEnvelopeControlNetLoader", display_name=CN_LOADER, category="AVLab/FoleyGRAM",
+            description="Loads a FoleyGRAM envelope ControlNet (.safetensors in models/avlab/controlnet): trained "
+            "copies of the first 20% of Stable Audio's DiT blocks with zero-initialised 1x1 convs in and out.",
+            inputs=[io.Combo.Input("controlnet_name", options=_controlnet_files(),
+                                   tooltip="An AVLab envelope ControlNet in models/avlab/controlnet.")],
+            outputs=[CONTROLNET.Output(display_name="controlnet")],
+            is_experimental=True,
+        )
+
+    @classmethod
+    def execute(cls, controlnet_name) -> io.NodeOutput:
+        from ..foley.controlnet import read_controlnet_file
+
+        try:
+            path = paths.model_file(CN_LOADER, paths.CONTROLNET, controlnet_name)
+        except NodeInputError as exc:
+            raise NodeInputError(CN_LOADER, "controlnet_name", exc.expected) from None
+        try:
+            meta, _ = read_controlnet_file(path)
+        except ValueError as exc:
+            raise NodeInputError(CN_LOADER, "controlnet_name", f"an AVLab envelope ControlNet ({exc})") from None
+        return io.NodeOutput({"path": path, "meta": meta})
+
+
+class AVLabEnvelopeControlNetApply(io.ComfyNode):
+    """MODEL + ControlNet + envelope → MODEL whose first DiT blocks receive the ControlNet residuals."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AVLabEnvelopeControlNetApply", display_name=CN_APPLY, category="AVLab/FoleyGRAM",
+            description="Puts FoleyGRAM's timing control on ComfyUI's native Stable Audio model: the ControlNet reads "
+            "the envelope and adds a residual before each of the DiT's first blocks (patches_replace, chained with "
+            "other patches such as AVLab LightCache). The input model is not changed.",
+            inputs=[
+                io.Model.Input("model", tooltip="Stable Audio Open (ComfyUI's checkpoint loader)."),
+                CONTROLNET.Input("controlnet", tooltip="From AVLab Envelope ControlNet Loader."),
+                ENVELOPE.Input("envelope", tooltip="AVLab Audio Envelope or AVLab Video Envelope; resampled to the "
+                               "latent's frames when its rate or length differs."),
+                io.Float.Input("strength", default=1.0, min=0.0, max=5.0, step=0.01,
+                               tooltip="Scale of the ControlNet residuals (0 = the base model)."),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.001,
+                               tooltip="Sampling progress at which the control starts."),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.001,
+                               tooltip="Sampling progress at which the control stops."),
+            ],
+            outputs=[io.Model.Output(display_name="model")],
+            is_experimental=True,
+        )
+
+    @classmethod
+    def execute(cls, model, controlnet, envelope, strength=1.0, start_percent=0.0, end_percent=1.0) -> io.NodeOutput:
+        from ..foley.controlnet import controlnet_for_base
+        from ..foley.controlnet_glue import apply_envelope_controlnet, stable_audio_parts
+
+        if start_percent > end_percent:
+            raise NodeInputError(CN_APPLY, "end_percent", f"a value ≥ start_percent ({start_percent})", end_percent)
+        try:
+            _, transformer = stable_audio_parts(model)
+        except ValueError as exc:
+            raise NodeInputError(CN_APPLY, "model", f"a Stable Audio model ({exc})") from None
+        try:
+            net = controlnet_for_base(controlnet["path"], transformer.layers, int(transformer.dim))
+        except ValueError as exc:
+            raise NodeInputError(CN_APPLY, "controlnet", f"a ControlNet made for this model ({exc})") from None
+        if float(envelope.values.abs().max()) == 0.0:
+            logger.warning("%s: the envelope is all zeros (silent audio or a still video)", CN_APPLY)
+        return io.NodeOutput(apply_envelope_controlnet(model, net, envelope, strength, start_percent, end_percent))
 
 
 NODES = [AVLabGramLoader, AVLabGramEncode, AVLabGramSimilarity, AVLabGramConditioning, AVLabAudioEnvelope,
-         AVLabVideoEnvelope]
+         AVLabVideoEnvelope, AVLabEnvelopeControlNetLoader, AVLabEnvelopeControlNetApply]

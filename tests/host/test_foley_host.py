@@ -158,3 +158,84 @@ def test_audio_and_video_envelopes(comfy_host, comfy_client):
     for node in ("save_a", "save_v"):
         (png,) = comfy_host.output_files(history, node)
         assert Image.open(png).size == (512, 160)
+
+
+@pytest.fixture(scope="module")
+def controlnet_file(comfy_host, comfy_inprocess, tmp_path_factory):
+    """An envelope ControlNet for the test-only Stable Audio (depth 2: one copied block), with
+    non-zero convs so that it acts, and the GRAM projection in the same file."""
+    from avlab.foley.conditioning import GramTokenProjection, PREFIX
+    from avlab.foley.controlnet import EnvelopeControlNet
+    from tiny_stable_audio import build_tiny_stable_audio
+
+    transformer = build_tiny_stable_audio(depth=2).model.diffusion_model.transformer
+    net = EnvelopeControlNet.from_base(transformer.layers, transformer.dim)
+    g = torch.Generator().manual_seed(7)
+    for conv in [net.envelope_in, *net.zero_convs]:
+        conv.weight.data = torch.randn(conv.weight.shape, generator=g) * 0.05
+    proj = GramTokenProjection(32, 768)
+    d = tmp_path_factory.mktemp("controlnet")
+    from avlab.foley.conditioning import META_KEY as PROJ_META
+    import json
+
+    net.save(d / "tiny_envelope_controlnet.safetensors",
+             extra_tensors={f"{PREFIX}{k}": v for k, v in proj.gram_to_tokens.state_dict().items()},
+             extra_meta={PROJ_META: json.dumps({"dim": 32, "width": 768, "modalities": ["video", "text", "audio"]})})
+    return comfy_host.add_model("avlab/controlnet", d / "tiny_envelope_controlnet.safetensors")
+
+
+def _video_to_audio_graph(gram: str, controlnet: str, strength: float = 1.0) -> dict:
+    g = _encode_graph(gram, text="a red metal circle bouncing", audio=False)
+    g.update({
+        "venv": {"class_type": "AVLabVideoEnvelope", "inputs": {"images": ["scene", 0], "fps": ["scene", 3],
+                                                               "rate": 0.0}},
+        "cond": {"class_type": "AVLabGramConditioning", "inputs": {
+            "embeds": ["enc", 0], "projection": controlnet, "seconds_start": 0.0, "seconds_total": ["venv", 2],
+            "item": 0}},
+        "sa": {"class_type": "HostTestStableAudioLoader", "inputs": {"depth": 2, "seed": 0}},
+        "cnl": {"class_type": "AVLabEnvelopeControlNetLoader", "inputs": {"controlnet_name": controlnet}},
+        "cna": {"class_type": "AVLabEnvelopeControlNetApply", "inputs": {
+            "model": ["sa", 0], "controlnet": ["cnl", 0], "envelope": ["venv", 0], "strength": strength,
+            "start_percent": 0.0, "end_percent": 1.0}},
+        "latent": {"class_type": "EmptyLatentAudio", "inputs": {"seconds": ["venv", 2], "batch_size": 1}},
+        "sample": {"class_type": "KSampler", "inputs": {
+            "model": ["cna", 0], "positive": ["cond", 0], "negative": ["cond", 1], "latent_image": ["latent", 0],
+            "seed": 0, "steps": 2, "cfg": 3.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "decode": {"class_type": "VAEDecodeAudio", "inputs": {"samples": ["sample", 0], "vae": ["sa", 1]}},
+        "save": {"class_type": "AVLabSaveVideoWithAudio", "inputs": {
+            "images": ["scene", 0], "fps": ["scene", 3], "filename_prefix": "foley/v2a", "crf": 23,
+            "audio_fit": "pad or trim", "audio": ["decode", 0]}},
+    })
+    return g
+
+
+def test_video_to_audio_with_the_envelope_controlnet_writes_a_synchronised_mp4(comfy_host, comfy_client, gram_files,
+                                                                               controlnet_file):
+    """Scene (24 frames at 12 fps = 2 s) → video envelope → ControlNet on the native Stable Audio →
+    KSampler → VAEDecodeAudio → mp4 whose audio is 44.1 kHz stereo and as long as the picture."""
+    graph = _video_to_audio_graph(gram_files["tiny_gram.safetensors"], controlnet_file)
+    graph["scene"]["inputs"].update(frames=24)
+    history = comfy_client.run(graph, timeout=600)
+    (mp4,) = comfy_host.output_files(history, "save")
+    import av
+
+    with av.open(str(mp4)) as f:
+        stream = f.streams.audio[0]
+        assert stream.rate == 44100 and stream.channels == 2
+        video = f.streams.video[0]
+        audio_seconds = float(stream.duration * stream.time_base) if stream.duration else None
+        video_seconds = float(video.frames / video.average_rate)
+    assert video_seconds == pytest.approx(2.0, abs=0.05)
+    if audio_seconds is not None:
+        assert audio_seconds == pytest.approx(video_seconds, abs=0.05)
+
+
+def test_controlnet_apply_refuses_a_model_that_is_not_stable_audio(comfy_client, gram_files, controlnet_file):
+    from tiny_checkpoints import TINY
+
+    graph = _video_to_audio_graph(gram_files["tiny_gram.safetensors"], controlnet_file)
+    graph["wan"] = {"class_type": "UNETLoader", "inputs": {"unet_name": TINY["wan21_t2v"], "weight_dtype": "default"}}
+    graph["cna"]["inputs"]["model"] = ["wan", 0]
+    with pytest.raises(ExecutionFailed) as err:
+        comfy_client.run(graph, timeout=300)
+    assert "AVLab Envelope ControlNet Apply" in str(err.value) and "'model'" in str(err.value)
