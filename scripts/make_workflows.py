@@ -58,6 +58,8 @@ WAN21_T2V_1_3B = ModelFile("wan2.1_t2v_1.3B_fp16.safetensors",
 UMT5_XXL = ModelFile("umt5_xxl_fp8_e4m3fn_scaled.safetensors",
                      f"{_WAN}/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders")
 WAN21_VAE = ModelFile("wan_2.1_vae.safetensors", f"{_WAN}/vae/wan_2.1_vae.safetensors", "vae")
+STABLE_AUDIO_OPEN = ModelFile("stable-audio-open-1.0.safetensors",
+                              f"{_HF}/stabilityai/stable-audio-open-1.0/resolve/main/model.safetensors", "checkpoints")
 #: AnimateDiff v2 motion module, used by the AnimateDiff-Evolved node pack (not a ComfyUI core node).
 ANIMATEDIFF_MM = ModelFile("mm_sd_v15_v2.ckpt", f"{_HF}/guoyww/animatediff/resolve/main/mm_sd_v15_v2.ckpt",
                            "animatediff_models")
@@ -469,10 +471,66 @@ def gram_synthetic_builtin(object_info: dict) -> dict:
     return build_ui_workflow(nodes, object_info, notes, workflow_id="gram_synthetic_builtin")
 
 
+def foleygram_video_to_audio(object_info: dict) -> dict:
+    """FoleyGRAM (papers.md §4): a silent video → GRAM conditioning + the envelope from the picture →
+    Stable Audio Open with the envelope ControlNet → the video with its new soundtrack."""
+    nodes = {
+        "load_video": Node("LoadVideo", title="Your video (silent is fine)", widgets={"file": "video.mp4"},
+                           free=("file",)),
+        "components": Node("GetVideoComponents", links={"video": ("load_video", 0)}),
+        "gram": Node("AVLabGramLoader", widgets={"gram_name": "model_step_150000.pt", "text_folder": "bert-base-uncased",
+                                                 "precision": "auto"}, free=("gram_name", "text_folder")),
+        "encode": Node("AVLabGramEncode", links={"gram": ("gram", 0), "images": ("components", 0),
+                                                 "fps": ("components", 2)},
+                       widgets={"fps": 24.0, "text": "a wooden stick hitting a metal railing"},
+                       color="#232", bgcolor="#353"),
+        "envelope": Node("AVLabVideoEnvelope", links={"images": ("components", 0), "fps": ("components", 2)},
+                         widgets={"fps": 24.0, "rate": round(44100 / 2048, 4)}),
+        "envelope_preview": Node("PreviewImage", title="Envelope from the picture", links={"images": ("envelope", 1)}),
+        "conditioning": Node("AVLabGramConditioning", links={"embeds": ("encode", 0), "seconds_total": ("envelope", 2)},
+                             widgets={"projection": "foleygram_envelope_controlnet.safetensors", "seconds_start": 0.0,
+                                      "seconds_total": 10.0, "item": 0}, free=("projection",)),
+        "checkpoint": Node("CheckpointLoaderSimple", models={"ckpt_name": STABLE_AUDIO_OPEN}),
+        "controlnet": Node("AVLabEnvelopeControlNetLoader",
+                           widgets={"controlnet_name": "foleygram_envelope_controlnet.safetensors"},
+                           free=("controlnet_name",)),
+        "apply": Node("AVLabEnvelopeControlNetApply", links={
+            "model": ("checkpoint", 0), "controlnet": ("controlnet", 0), "envelope": ("envelope", 0)},
+            widgets={"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}),
+        "latent": Node("EmptyLatentAudio", links={"seconds": ("envelope", 2)}, widgets={"seconds": 10.0, "batch_size": 1}),
+        "sample": Node("KSampler", links={"model": ("apply", 0), "positive": ("conditioning", 0),
+                                          "negative": ("conditioning", 1), "latent_image": ("latent", 0)},
+                       widgets={"seed": 0, "steps": 100, "cfg": 7.0, "sampler_name": "dpmpp_3m_sde_gpu",
+                                "scheduler": "exponential", "denoise": 1.0}),
+        "decode": Node("VAEDecodeAudio", links={"samples": ("sample", 0), "vae": ("checkpoint", 2)}),
+        "save": Node("AVLabSaveVideoWithAudio", links={"images": ("components", 0), "fps": ("components", 2),
+                                                       "audio": ("decode", 0)},
+                     widgets={"fps": 24.0, "filename_prefix": "AVLab/foleygram", "crf": 19, "audio_fit": "pad or trim"}),
+        "save_audio": Node("SaveAudio", links={"audio": ("decode", 0)}, widgets={"filename_prefix": "AVLab/foleygram"}),
+    }
+    notes = [
+        Note(title="Weights", text=(
+            "Into ComfyUI/models/avlab/gram/: the GRAM checkpoint (model_step_N.pt, https://github.com/ispamm/GRAM) and a "
+            "bert-base-uncased/ folder (config.json + vocab.txt).\n"
+            "Into ComfyUI/models/avlab/controlnet/: a FoleyGRAM envelope ControlNet .safetensors trained by "
+            "`python -m avlab train foley-controlnet` (it also holds the GRAM→token projection). No official FoleyGRAM "
+            "ControlNet weights are published; AVLab does not ship one for Stable Audio Open yet.\n"
+            "Stable Audio Open:\n" + _weights(STABLE_AUDIO_OPEN) + "\nNothing is downloaded by AVLab.")),
+        Note(title="AVLab FoleyGRAM", text=(
+            "FoleyGRAM (arXiv 2510.05829) makes the sound of a video with Stable Audio Open: GRAM embeddings of the "
+            "picture (and your caption) replace the T5 text tokens, and an envelope ControlNet puts the sound's "
+            "loudness where the picture moves. AVLab Video Envelope gives that envelope from the frames (motion "
+            "energy, no weights) and the video's length in seconds, which sets the audio length; AVLab Audio Envelope "
+            "takes it from a reference sound instead. The result is saved with the video, audio padded/trimmed to it.")),
+    ]
+    return build_ui_workflow(nodes, object_info, notes, workflow_id="foleygram_video_to_audio")
+
+
 WORKFLOWS: dict[str, Callable[[dict], dict]] = {
     "concert_multicam_edit.json": concert_multicam_edit,
     "flowrvs_referring_segmentation.json": flowrvs_referring_segmentation,
     "flowrvs_synthetic_builtin.json": flowrvs_synthetic_builtin,
+    "foleygram_video_to_audio.json": foleygram_video_to_audio,
     "gram_similarity.json": gram_similarity,
     "gram_synthetic_builtin.json": gram_synthetic_builtin,
     "lightcache_animatediff_sd15.json": lightcache_animatediff_sd15,

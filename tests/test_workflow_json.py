@@ -397,7 +397,8 @@ def _check_editor_schema(wf: dict) -> None:
 
 def test_workflows_directory_has_the_shipped_workflows():
     assert [p.name for p in WORKFLOWS] == ["concert_multicam_edit.json", "flowrvs_referring_segmentation.json",
-                                           "flowrvs_synthetic_builtin.json", "gram_similarity.json",
+                                           "flowrvs_synthetic_builtin.json", "foleygram_video_to_audio.json",
+                                           "gram_similarity.json",
                                            "gram_synthetic_builtin.json", "lightcache_animatediff_sd15.json",
                                            "lightcache_svd_img2vid.json", "lightcache_wan21_t2v.json",
                                            "synthetic_scene_preview.json"]
@@ -422,7 +423,8 @@ def test_shipped_workflow_converts_to_an_api_prompt_with_valid_values(path):
     assert set(api) == {str(n["id"]) for n in wf["nodes"] if n["type"] not in ("Note", "MarkdownNote")}
     # user files: an input image / video, and weights in a pack folder that ComfyUI cannot download
     free = {m["name"] for m in model_files(wf)} | {"example.png", "video.mp4", "FlowRVS_dit_mevis.pth", "tuned_vae.pth",
-                                                   "model_step_150000.pt", "bert-base-uncased"}
+                                                   "model_step_150000.pt", "bert-base-uncased",
+                                                   "foleygram_envelope_controlnet.safetensors"}
     for node in api.values():
         for spec in input_specs(INFO[node["class_type"]]):
             value = node["inputs"].get(spec.name)
@@ -443,7 +445,7 @@ def test_shipped_workflow_note_names_every_weight_file_and_its_folder(path):
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_shipped_workflow_uses_avlab_nodes_and_saves_a_file(path):
     types = node_types(json.loads(path.read_text()))
-    assert any(t.startswith("AVLab") for t in types) and {"SaveVideo", "SaveImage"} & types
+    assert any(t.startswith("AVLab") for t in types) and {"SaveVideo", "SaveImage", "AVLabSaveVideoWithAudio"} & types
 
 
 def _templates_dir() -> Path | None:

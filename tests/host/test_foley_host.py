@@ -16,25 +16,12 @@ TEXT = "a red metal circle bouncing\nthe blue wood square is sliding\nspinning g
 
 @pytest.fixture(scope="module")
 def gram_files(comfy_host, tmp_path_factory):
-    from avlab.foley.beats import TINY_BEATS, BEATs
-    from avlab.foley.conditioning import GramTokenProjection, save_projection
-    from avlab.foley.eva_vit import TINY_EVA_VIT, EVAVisionTransformer
-    from avlab.foley.model import GramModel
-    from avlab.foley.text import TextTower
-    from avlab.foley.train import caption_vocabulary
-    from avlab.foley.weights import save_gram
+    from tiny_gram import build_gram_files
 
-    d = tmp_path_factory.mktemp("gram")
-    torch.manual_seed(0)
-    for name, dim in (("tiny_gram.safetensors", 32), ("tiny_gram_24.safetensors", 24)):
-        text = TextTower.tiny(caption_vocabulary(), width=32, layers=1, heads=2)
-        gram = GramModel(EVAVisionTransformer(TINY_EVA_VIT), text, BEATs(TINY_BEATS), dim=dim, crop="squash")
-        save_gram(gram, d / name)
-    save_projection(GramTokenProjection(32, 768), d / "tiny_projection.safetensors")
-    torch.save({"module.contra_head_t.linear.weight": torch.zeros(4, 4)}, d / "model_step_1.pt")
-    files = {n: comfy_host.add_model("avlab/gram", d / n)
+    built = build_gram_files(tmp_path_factory.mktemp("gram"))
+    files = {n: comfy_host.add_model("avlab/gram", built[n])
              for n in ("tiny_gram.safetensors", "tiny_gram_24.safetensors", "model_step_1.pt")}
-    files["projection"] = comfy_host.add_model("avlab/controlnet", d / "tiny_projection.safetensors")
+    files["projection"] = comfy_host.add_model("avlab/controlnet", built["tiny_projection.safetensors"])
     return files
 
 
@@ -162,26 +149,9 @@ def test_audio_and_video_envelopes(comfy_host, comfy_client):
 
 @pytest.fixture(scope="module")
 def controlnet_file(comfy_host, comfy_inprocess, tmp_path_factory):
-    """An envelope ControlNet for the test-only Stable Audio (depth 2: one copied block), with
-    non-zero convs so that it acts, and the GRAM projection in the same file."""
-    from avlab.foley.conditioning import GramTokenProjection, PREFIX
-    from avlab.foley.controlnet import EnvelopeControlNet
-    from tiny_stable_audio import build_tiny_stable_audio
+    from tiny_gram import build_controlnet_file
 
-    transformer = build_tiny_stable_audio(depth=2).model.diffusion_model.transformer
-    net = EnvelopeControlNet.from_base(transformer.layers, transformer.dim)
-    g = torch.Generator().manual_seed(7)
-    for conv in [net.envelope_in, *net.zero_convs]:
-        conv.weight.data = torch.randn(conv.weight.shape, generator=g) * 0.05
-    proj = GramTokenProjection(32, 768)
-    d = tmp_path_factory.mktemp("controlnet")
-    from avlab.foley.conditioning import META_KEY as PROJ_META
-    import json
-
-    net.save(d / "tiny_envelope_controlnet.safetensors",
-             extra_tensors={f"{PREFIX}{k}": v for k, v in proj.gram_to_tokens.state_dict().items()},
-             extra_meta={PROJ_META: json.dumps({"dim": 32, "width": 768, "modalities": ["video", "text", "audio"]})})
-    return comfy_host.add_model("avlab/controlnet", d / "tiny_envelope_controlnet.safetensors")
+    return comfy_host.add_model("avlab/controlnet", build_controlnet_file(tmp_path_factory.mktemp("controlnet")))
 
 
 def _video_to_audio_graph(gram: str, controlnet: str, strength: float = 1.0) -> dict:

@@ -324,3 +324,40 @@ def test_runs_gram_synthetic_builtin(comfy_host, comfy_client, object_info):
     # the built-in model puts the caption naming the clip's own combination first (held-out clip 0)
     assert truth == "the yellow circle made of metal is sliding"
     assert ranking.split("#", 1)[1].startswith("0 a yellow metal circle sliding"), ranking
+
+
+def test_runs_foleygram_video_to_audio(comfy_host, comfy_client, object_info, tmp_path, comfy_inprocess):
+    """The FoleyGRAM graph with tiny stand-ins: a tiny GRAM (pack format), a ControlNet + projection
+    for the test-only Stable Audio (ComfyUI detects Stable Audio only at full size, so
+    HostTestStableAudioLoader replaces CheckpointLoaderSimple: MODEL 0, VAE 1)."""
+    import torch
+    from avlab.common import media
+    from tiny_gram import build_controlnet_file, build_gram_files
+
+    gram = comfy_host.add_model("avlab/gram", build_gram_files(tmp_path)["tiny_gram.safetensors"])
+    controlnet = comfy_host.add_model("avlab/controlnet", build_controlnet_file(tmp_path))
+    frames, fps = 30, 15.0                                   # 2 s, silent
+    media.write_video(comfy_host.input_dir / "avlab_foleygram_input.mp4", torch.rand(frames, 40, 56, 3), fps)
+    api = ui_to_api(_load("foleygram_video_to_audio.json"), object_info, overrides={
+        "LoadVideo": {"file": "avlab_foleygram_input.mp4"},
+        "AVLabGramLoader": {"gram_name": gram, "text_folder": "none"},
+        "AVLabGramConditioning": {"projection": controlnet},
+        "AVLabEnvelopeControlNetLoader": {"controlnet_name": controlnet},
+        "KSampler": {"steps": 2, "sampler_name": "euler", "scheduler": "normal"},
+        "AVLabSaveVideoWithAudio": {"filename_prefix": "workflows/foleygram"},
+        "SaveAudio": {"filename_prefix": "workflows/foleygram"},
+    })
+    [ckpt] = _ids(api, "CheckpointLoaderSimple")
+    api[ckpt] = {"class_type": "HostTestStableAudioLoader", "inputs": {"depth": 2, "seed": 0}}
+    for node in api.values():
+        for name, value in node["inputs"].items():
+            if isinstance(value, list) and value[0] == ckpt and value[1] == 2:
+                node["inputs"][name] = [ckpt, 1]
+    history = comfy_client.run(api, timeout=600)
+    [save] = _ids(api, "AVLabSaveVideoWithAudio")
+    [path] = comfy_host.output_files(history, save)
+    with av.open(str(path)) as f:
+        audio, video = f.streams.audio[0], f.streams.video[0]
+        assert audio.rate == 44100 and audio.channels == 2
+        assert float(audio.duration * audio.time_base) == pytest.approx(frames / fps, abs=0.03)
+        assert video.frames == frames

@@ -52,3 +52,51 @@ def official_layout_checkpoint(tmp_path, folder) -> tuple[str, dict]:
     path = tmp_path / "model_step_1000.pt"
     torch.save({f"module.{k}": v for k, v in state.items()}, path)
     return str(path), state
+
+
+def build_gram_files(folder) -> dict:
+    """Two tiny pack-format GRAMs (dims 32 and 24) over the synthetic caption vocabulary, the 32→768
+    GRAM token projection, and an official-layout .pt without a tokenizer folder; name → path."""
+    from pathlib import Path
+
+    from avlab.foley.conditioning import GramTokenProjection, save_projection
+    from avlab.foley.model import GramModel
+    from avlab.foley.text import TextTower
+    from avlab.foley.train import caption_vocabulary
+    from avlab.foley.weights import save_gram
+
+    folder = Path(folder)
+    torch.manual_seed(0)
+    files = {}
+    for name, dim in (("tiny_gram.safetensors", 32), ("tiny_gram_24.safetensors", 24)):
+        text = TextTower.tiny(caption_vocabulary(), width=32, layers=1, heads=2)
+        save_gram(GramModel(EVAVisionTransformer(TINY_EVA_VIT), text, BEATs(TINY_BEATS), dim=dim, crop="squash"),
+                  folder / name)
+        files[name] = folder / name
+    save_projection(GramTokenProjection(32, 768), folder / "tiny_projection.safetensors")
+    files["tiny_projection.safetensors"] = folder / "tiny_projection.safetensors"
+    torch.save({"module.contra_head_t.linear.weight": torch.zeros(4, 4)}, folder / "model_step_1.pt")
+    files["model_step_1.pt"] = folder / "model_step_1.pt"
+    return files
+
+
+def build_controlnet_file(folder, seed: int = 7):
+    """An envelope ControlNet for the test-only Stable Audio (HostTestStableAudioLoader, depth 2: one
+    copied block) with non-zero convs, holding the 32→768 GRAM projection too. Needs ``comfy``."""
+    from pathlib import Path
+
+    from avlab.foley.conditioning import META_KEY as PROJECTION_META
+    from avlab.foley.conditioning import PREFIX, GramTokenProjection
+    from avlab.foley.controlnet import EnvelopeControlNet
+    from tiny_stable_audio import build_tiny_stable_audio
+
+    transformer = build_tiny_stable_audio(depth=2).model.diffusion_model.transformer
+    net = EnvelopeControlNet.from_base(transformer.layers, transformer.dim)
+    g = torch.Generator().manual_seed(seed)
+    for conv in [net.envelope_in, *net.zero_convs]:
+        conv.weight.data = torch.randn(conv.weight.shape, generator=g) * 0.05
+    proj = GramTokenProjection(32, 768)
+    path = Path(folder) / "tiny_envelope_controlnet.safetensors"
+    net.save(path, extra_tensors={f"{PREFIX}{k}": v for k, v in proj.gram_to_tokens.state_dict().items()},
+             extra_meta={PROJECTION_META: json.dumps({"dim": 32, "width": 768, "modalities": ["video", "text", "audio"]})})
+    return path
