@@ -85,10 +85,10 @@ def clap_score(audio: list[torch.Tensor], texts: list[str], sample_rate: int, cl
     for clip in audio:
         mono = clip.float().reshape(-1, clip.shape[-1]).mean(0)
         waves.append((torchaudio.functional.resample(mono, sample_rate, rate) if sample_rate != rate else mono).numpy())
-    inputs = processor(text=texts, audios=waves, sampling_rate=rate, return_tensors="pt", padding=True)
-    a = model.get_audio_features(input_features=inputs["input_features"],
-                                 is_longer=inputs.get("is_longer"))
-    t = model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"))
+    feats = processor.feature_extractor(waves, sampling_rate=rate, return_tensors="pt")   # (transformers 4 and 5)
+    tokens = processor.tokenizer(texts, padding=True, return_tensors="pt")
+    a = model.get_audio_features(input_features=feats["input_features"], is_longer=feats.get("is_longer"))
+    t = model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens.get("attention_mask"))
     a, t = (x.pooler_output if hasattr(x, "pooler_output") else x for x in (a, t))
     return float(torch.nn.functional.cosine_similarity(a, t, dim=-1).mean())
 

@@ -126,6 +126,13 @@ class AVLabGramLoader(io.ComfyNode):
         return io.NodeOutput(model)
 
 
+def _check_video(node: str, images, fps) -> None:
+    if images.dim() != 4 or images.shape[0] == 0:
+        raise NodeInputError(node, "images", "video frames [T,H,W,3] with T ≥ 1", tuple(images.shape))
+    if not (fps and fps > 0):
+        raise NodeInputError(node, "fps", "the video's frame rate (> 0)", fps)
+
+
 def _audio_items(audio: dict) -> list[tuple[torch.Tensor, int]]:
     if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
         raise NodeInputError(ENCODE, "audio", "an AUDIO ({'waveform': [B,C,S], 'sample_rate': sr})",
@@ -172,10 +179,7 @@ class AVLabGramEncode(io.ComfyNode):
         embeds: dict = {"labels": {}}
         try:
             if images is not None:
-                if images.dim() != 4 or images.shape[0] == 0:
-                    raise NodeInputError(ENCODE, "images", "video frames [T,H,W,3] with T ≥ 1", tuple(images.shape))
-                if not (fps and fps > 0):
-                    raise NodeInputError(ENCODE, "fps", "the video's frame rate (> 0)", fps)
+                _check_video(ENCODE, images, fps)
                 embeds["video"] = gram.embed_video(images, fps)[None].cpu()
                 embeds["labels"]["video"] = [f"video ({images.shape[0]} frames)"]
             if lines:
@@ -371,10 +375,7 @@ class AVLabVideoEnvelope(io.ComfyNode):
         from ..foley.metrics import onset_times
         from ..foley.preview import envelope_plot
 
-        if images.dim() != 4 or images.shape[0] == 0:
-            raise NodeInputError(VIDEO_ENVELOPE, "images", "video frames [T,H,W,3] with T ≥ 1", tuple(images.shape))
-        if not (fps and fps > 0):
-            raise NodeInputError(VIDEO_ENVELOPE, "fps", "the video's frame rate (> 0)", fps)
+        _check_video(VIDEO_ENVELOPE, images, fps)
         env = motion_envelope(images.cpu(), float(fps))
         seconds = images.shape[0] / float(fps)
         if rate:

@@ -125,3 +125,48 @@ def test_motion_envelope():
         motion_envelope(frames, 0)
     with pytest.raises(ValueError, match="T ≥ 1"):
         motion_envelope(frames[:0], 8)
+
+
+def _tiny_clap(folder):
+    """A tiny random CLAP (HTSAT audio + RoBERTa text) saved as a local transformers folder."""
+    import json
+
+    from transformers import (ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor,
+                              ClapTextConfig, RobertaTokenizer)
+
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "a": 4, "b": 5, "Ġa": 6, "Ġb": 7, "<mask>": 8}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = RobertaTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    ClapProcessor(feature_extractor=ClapFeatureExtractor(truncation="rand_trunc"), tokenizer=tokenizer).save_pretrained(folder)
+    text = ClapTextConfig(vocab_size=9, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=32, projection_dim=8, max_position_embeddings=40)
+    audio = ClapAudioConfig(hidden_size=16, patch_embeds_hidden_size=8, depths=[1, 1], num_attention_heads=[2, 2],
+                            projection_dim=8, window_size=8, spec_size=256, num_mel_bins=64)
+    torch.manual_seed(0)
+    ClapModel(ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=8)).save_pretrained(folder)
+
+
+def test_clap_score_is_the_mean_audio_text_cosine(tmp_path):
+    from transformers import ClapModel, ClapProcessor
+
+    from avlab.foley.metrics import clap_score
+
+    _tiny_clap(tmp_path)
+    g = torch.Generator().manual_seed(0)
+    clips, texts = [torch.randn(48000, generator=g) * 0.1, torch.randn(48000, generator=g) * 0.1], ["a b", "b a"]
+    score = clap_score(clips, texts, 48000, str(tmp_path))
+    # independent path: the model's own forward gives logit_scale · cosine for every (audio, text) pair
+    model = ClapModel.from_pretrained(str(tmp_path)).eval()
+    processor = ClapProcessor.from_pretrained(str(tmp_path))
+    feats = processor.feature_extractor([c.numpy() for c in clips], sampling_rate=48000, return_tensors="pt")
+    tokens = processor.tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"],
+                    input_features=feats["input_features"], is_longer=feats.get("is_longer"))
+    expected = float((out.logits_per_audio.diagonal() / model.logit_scale_a.exp()).mean())
+    assert score == pytest.approx(expected, abs=1e-5)
+    # a 44.1 kHz stereo clip is resampled and averaged to mono, not refused
+    assert -1.0 <= clap_score([torch.randn(2, 44100) * 0.1], ["a"], 44100, str(tmp_path)) <= 1.0
+    with pytest.raises(ValueError, match="one caption per audio"):
+        clap_score(clips, ["a"], 48000, str(tmp_path))
