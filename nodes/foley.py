@@ -347,6 +347,47 @@ class AVLabAudioEnvelope(io.ComfyNode):
         return io.NodeOutput(env, envelope_plot(env.values, env.rate, onsets=onset_times(env)))
 
 
+MOTION = "motion energy (no weights)"
+BUILTIN_MAPPER = "AVLab built-in: synthetic RMS mapper"
+BUILTIN_MAPPER_FILE = Path(__file__).resolve().parents[1] / "weights" / "foley" / "rms_mapper.safetensors"
+
+
+def _mapper_files() -> list[str]:
+    from ..foley.rms_mapper import META_KEY
+    from safetensors import safe_open
+
+    out = []
+    for name in _folder_files(paths.CONTROLNET):
+        if name.endswith(".safetensors"):
+            try:
+                with safe_open(paths.model_file(VIDEO_ENVELOPE, paths.CONTROLNET, name), "pt") as f:
+                    if META_KEY in (f.metadata() or {}):
+                        out.append(name)
+            except Exception:  # noqa: BLE001 - unreadable files are simply not mappers
+                continue
+    return out
+
+
+def _mapper_options() -> list[str]:
+    return [MOTION] + ([BUILTIN_MAPPER] if BUILTIN_MAPPER_FILE.is_file() else []) + _mapper_files()
+
+
+def _load_mapper(name: str):
+    from ..foley.rms_mapper import RMSMapper
+
+    if name == BUILTIN_MAPPER:
+        path = str(BUILTIN_MAPPER_FILE)
+    else:
+        try:
+            path = paths.model_file(VIDEO_ENVELOPE, paths.CONTROLNET, name)
+        except NodeInputError as exc:
+            raise NodeInputError(VIDEO_ENVELOPE, "mapper", exc.expected) from None
+    try:
+        return RMSMapper.load(path)
+    except ValueError as exc:
+        raise NodeInputError(VIDEO_ENVELOPE, "mapper", f"an AVLab RMS mapper file ({exc})", name) from None
+
+
 class AVLabVideoEnvelope(io.ComfyNode):
     """IMAGE + fps → an envelope predicted from the picture (motion energy; no weights)."""
 
@@ -355,13 +396,17 @@ class AVLabVideoEnvelope(io.ComfyNode):
         return io.Schema(
             node_id="AVLabVideoEnvelope", display_name=VIDEO_ENVELOPE, category="AVLab/FoleyGRAM",
             description="An envelope from the video itself, for when there is no reference sound: the motion energy "
-            "(mean change between consecutive frames), peak 1, at the video's real fps, resampled to the chosen "
-            "rate. Needs no weights.",
+            "(mean change between consecutive frames; no weights) or a trained RMS mapper (a small video network "
+            "predicting the sound's loudness), peak 1, at the video's real fps, resampled to the chosen rate.",
             inputs=[
                 io.Image.Input("images", tooltip="Video frames [T,H,W,3]."),
                 io.Float.Input("fps", default=24.0, min=0.0, max=240.0, step=0.001,
                                tooltip="The video's real frame rate."),
                 _rate_input(),
+                io.Combo.Input("mapper", options=_mapper_options(), default=MOTION, optional=True,
+                               tooltip="How the envelope is read off the picture: motion energy (no weights), the "
+                               "pack's RMS mapper trained on its synthetic scenes, or a mapper file in "
+                               "models/avlab/controlnet."),
             ],
             outputs=_envelope_outputs() + [io.Float.Output(
                 display_name="seconds", tooltip="The video's duration (frames / fps): wire it to EmptyLatentAudio "
@@ -370,13 +415,16 @@ class AVLabVideoEnvelope(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, images, fps, rate) -> io.NodeOutput:
+    def execute(cls, images, fps, rate, mapper=None) -> io.NodeOutput:
         from ..foley.envelope import motion_envelope
         from ..foley.metrics import onset_times
         from ..foley.preview import envelope_plot
 
         _check_video(VIDEO_ENVELOPE, images, fps)
-        env = motion_envelope(images.cpu(), float(fps))
+        if mapper in (None, MOTION):
+            env = motion_envelope(images.cpu(), float(fps))
+        else:
+            env = _load_mapper(mapper).envelope(images.cpu(), float(fps))
         seconds = images.shape[0] / float(fps)
         if rate:
             env = env.resample(rate)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -170,3 +171,47 @@ def test_clap_score_is_the_mean_audio_text_cosine(tmp_path):
     assert -1.0 <= clap_score([torch.randn(2, 44100) * 0.1], ["a"], 44100, str(tmp_path)) <= 1.0
     with pytest.raises(ValueError, match="one caption per audio"):
         clap_score(clips, ["a"], 48000, str(tmp_path))
+
+
+def test_rms_mapper_shapes_round_trip_and_refusals(tmp_path):
+    from avlab.foley.rms_mapper import RMSMapper, RMSMapperConfig, target_envelope
+
+    torch.manual_seed(0)
+    model = RMSMapper(RMSMapperConfig(size=32, width=8)).eval()
+    frames = torch.rand(7, 40, 48, 3)
+    env = model.envelope(frames, 12.0)
+    assert env.values.shape == (7,) and env.rate == 12.0 and float(env.values.max()) == pytest.approx(1.0)
+    path = tmp_path / "mapper.safetensors"
+    model.save(path, extra={"seed": 0})
+    back = RMSMapper.load(path)
+    torch.testing.assert_close(back.envelope(frames, 12.0).values, env.values, atol=2e-2, rtol=0)   # fp16 file
+    with pytest.raises(ValueError, match="T ≥ 1"):
+        model.envelope(frames[:0], 12.0)
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not an AVLab RMS mapper"):
+        RMSMapper.load(tmp_path / "other.safetensors")
+    # the target: a click at 0.5 s read at 10 fps with a 0.1 s causal window is 1 at frame 5 only
+    audio = torch.zeros(1000)
+    audio[500] = 1.0
+    t = target_envelope(audio, 1000, 10.0, 10)
+    assert t.tolist() == [0, 0, 0, 0, 0, 1, 0, 0, 0, 0]
+
+
+MAPPER = Path(__file__).resolve().parents[1] / "weights" / "foley" / "rms_mapper.safetensors"
+
+
+@pytest.mark.skipif(not MAPPER.is_file(), reason="no trained RMS mapper committed (scripts/train_rms_mapper.py)")
+def test_committed_rms_mapper_beats_motion_energy_on_held_out_scenes():
+    from avlab.foley.rms_mapper import RMSMapper, target_envelope
+    from avlab.synthetic import make_scene
+
+    mapper = RMSMapper.load(MAPPER)
+    l1 = {"mapper": [], "motion": []}
+    for i in range(8):
+        s = make_scene(seed=900_000 + i, frames=48, height=64, width=64, fps=24.0, num_objects=3, sample_rate=16000)
+        true = target_envelope(s.audio, s.sample_rate, s.fps, 48)
+        l1["mapper"].append(float((mapper.envelope(s.frames, s.fps).values - true).abs().mean()))
+        l1["motion"].append(float((motion_envelope(s.frames, s.fps).values - true).abs().mean()))
+    assert sum(l1["mapper"]) < 0.8 * sum(l1["motion"])

@@ -7,6 +7,8 @@ only at full size) → VAEDecodeAudio → SaveAudio; Similarity's preview; the b
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from comfy_host import ExecutionFailed
@@ -139,10 +141,17 @@ def test_audio_and_video_envelopes(comfy_host, comfy_client):
         "save_a": {"class_type": "SaveImage", "inputs": {"images": ["aenv", 1], "filename_prefix": "foley/aenv"}},
         "save_v": {"class_type": "SaveImage", "inputs": {"images": ["venv", 1], "filename_prefix": "foley/venv"}},
     }
+    import avlab
+
+    if (Path(avlab.__file__).parent / "weights" / "foley" / "rms_mapper.safetensors").is_file():
+        g["menv"] = {"class_type": "AVLabVideoEnvelope", "inputs": {"images": ["scene", 0], "fps": ["scene", 3],
+                                                                   "rate": 21.5332,
+                                                                   "mapper": "AVLab built-in: synthetic RMS mapper"}}
+        g["save_m"] = {"class_type": "SaveImage", "inputs": {"images": ["menv", 1], "filename_prefix": "foley/menv"}}
     history = comfy_client.run(g, timeout=300)
     from PIL import Image
 
-    for node in ("save_a", "save_v"):
+    for node in [n for n in ("save_a", "save_v", "save_m") if n in g]:
         (png,) = comfy_host.output_files(history, node)
         assert Image.open(png).size == (512, 160)
 
