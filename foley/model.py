@@ -93,8 +93,8 @@ class GramModel(nn.Module):
         if not self.has(modality):
             raise ValueError(f"this GRAM model has no {modality} tower (loaded without it)")
 
-    @property
-    def device(self) -> torch.device:
+    def _param_device(self) -> torch.device:
+        """Where the weights are (ComfyUI's ModelPatcher also sets a plain ``device`` attribute)."""
         return next(self.parameters()).device
 
     # ------------------------------------------------------------------ batched features (training)
@@ -125,7 +125,7 @@ class GramModel(nn.Module):
     def embed_video(self, frames: torch.Tensor, fps: float | Fraction) -> torch.Tensor:
         """One video (``[T, H, W, 3]``) → ``[dim]``."""
         self._need("video")
-        pixels = self.prepare_video(frames, fps).to(self.device, self._dtype())
+        pixels = self.prepare_video(frames, fps).to(self._param_device(), self._dtype())
         return self.video_features(pixels[None])[0].float()
 
     @torch.no_grad()
@@ -162,8 +162,8 @@ class GramModel(nn.Module):
             mask = torch.zeros(1, need, dtype=torch.bool)
             mask[:, mono.shape[0]:] = True
             mono = F.pad(mono, (0, need - mono.shape[0]))
-        return self.audio_features(mono[None].to(self.device, self._dtype()),
-                                   None if mask is None else mask.to(self.device))[0].float()
+        return self.audio_features(mono[None].to(self._param_device(), self._dtype()),
+                                   None if mask is None else mask.to(self._param_device()))[0].float()
 
     def _dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype

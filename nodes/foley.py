@@ -92,7 +92,8 @@ class AVLabGramLoader(io.ComfyNode):
                 io.Combo.Input("precision", options=list(PRECISIONS), default="auto",
                                tooltip="auto = fp16 on CUDA, fp32 on CPU."),
             ],
-            outputs=[GRAM.Output(display_name="gram")],
+            outputs=[GRAM.Output(display_name="gram", tooltip="GRAM towers + heads under ComfyUI's memory "
+                                 "management (loaded on the GPU while encoding, offloaded when memory is needed).")],
             is_experimental=True,
         )
 
@@ -117,13 +118,17 @@ class AVLabGramLoader(io.ComfyNode):
         elif not path.endswith(".safetensors"):
             raise NodeInputError(LOADER, "text_folder", "a bert-base-uncased folder (config.json + vocab.txt) in "
                                  "models/avlab/gram: the official GRAM checkpoint has no tokenizer", text_folder)
-        device = mm.get_torch_device()
+        import comfy.model_patcher
+
+        device, offload = mm.get_torch_device(), mm.unet_offload_device()
         try:
-            model = load_gram(path, text_folder=folder, device=device, dtype=_dtype(precision, device))
+            model = load_gram(path, text_folder=folder, device=offload, dtype=_dtype(precision, device))
         except (ValueError, FileNotFoundError) as exc:
             raise NodeInputError(LOADER, "gram_name", f"GRAM weights this loader understands ({exc})",
                                  os.path.basename(path)) from None
-        return io.NodeOutput(model)
+        # ComfyUI's memory management owns the towers: loaded on the GPU when Encode runs, offloaded
+        # (like any other model) when something else needs the memory.
+        return io.NodeOutput(comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=offload))
 
 
 def _check_video(node: str, images, fps) -> None:
@@ -172,6 +177,10 @@ class AVLabGramEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, gram, images=None, fps=24.0, text="", audio=None) -> io.NodeOutput:
+        import comfy.model_management as mm
+
+        mm.load_models_gpu([gram])          # the GRAM ModelPatcher from the loader
+        gram = gram.model
         lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
         if images is None and audio is None and not lines:
             raise NodeInputError(ENCODE, "text", "a non-empty caption, or images or audio to encode",
