@@ -105,3 +105,14 @@ def target_envelope(audio: torch.Tensor, sample_rate: int, fps: float, frames: i
     v = rms_envelope(audio, sample_rate, rate=fps, window_s=0.1, smooth_frames=1, length=frames).values
     top = float(v.max())
     return v / top if top > 0 else v
+
+
+def envelope_scores(pred: torch.Tensor, true: torch.Tensor, fps: float) -> dict:
+    """L1, Pearson r and onset error (ms) of a predicted envelope (peak-normalised here) against the
+    true one, both at the frame times."""
+    from .metrics import onset_error_ms, onset_times
+
+    p = pred / pred.max() if float(pred.max()) > 0 else pred
+    r = torch.corrcoef(torch.stack([p.float(), true.float()]))[0, 1]
+    onset = onset_error_ms(onset_times(Envelope(p, fps)), onset_times(Envelope(true, fps)))
+    return {"L1": float((p - true).abs().mean()), "r": float(torch.nan_to_num(r)), "onset_ms": onset}

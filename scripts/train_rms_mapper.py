@@ -26,9 +26,8 @@ import_pack()
 import torch  # noqa: E402
 
 from avlab.common.training import IndexedBatches, TrainConfig, train  # noqa: E402
-from avlab.foley.envelope import Envelope, motion_envelope  # noqa: E402
-from avlab.foley.metrics import onset_error_ms, onset_times  # noqa: E402
-from avlab.foley.rms_mapper import RMSMapper, target_envelope  # noqa: E402
+from avlab.foley.envelope import motion_envelope  # noqa: E402
+from avlab.foley.rms_mapper import RMSMapper, envelope_scores, target_envelope  # noqa: E402
 from avlab.synthetic import make_scene  # noqa: E402
 
 SEEDS = {"train": 0, "val": 500_000, "test": 900_000}
@@ -45,20 +44,13 @@ def render(split: str, count: int):
     return torch.stack(frames), torch.stack(targets)
 
 
-def scores(pred: torch.Tensor, true: torch.Tensor, fps: float) -> dict:
-    p = pred / pred.max() if float(pred.max()) > 0 else pred
-    r = torch.corrcoef(torch.stack([p, true]))[0, 1]
-    onset = onset_error_ms(onset_times(Envelope(p, fps)), onset_times(Envelope(true, fps)))
-    return {"L1": float((p - true).abs().mean()), "r": float(torch.nan_to_num(r)), "onset_ms": onset}
-
-
 def evaluate(model: RMSMapper, frames: torch.Tensor, targets: torch.Tensor) -> dict:
     fps = SCENE["fps"]
     rows = {"mapper": [], "motion": []}
     for f, t in zip(frames, targets):
         video = f.float() / 255
-        rows["mapper"].append(scores(model.envelope(video, fps).values, t, fps))
-        rows["motion"].append(scores(motion_envelope(video, fps).values, t, fps))
+        rows["mapper"].append(envelope_scores(model.envelope(video, fps).values, t, fps))
+        rows["motion"].append(envelope_scores(motion_envelope(video, fps).values, t, fps))
     out = {}
     for name, rs in rows.items():
         finite = [r["onset_ms"] for r in rs if r["onset_ms"] != float("inf")]
