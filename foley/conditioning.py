@@ -73,17 +73,6 @@ def save_projection(proj: GramTokenProjection, path: str | os.PathLike, extra_te
     save_file(tensors, str(path), metadata={META_KEY: json.dumps(meta)})
 
 
-def has_projection(path: str | os.PathLike) -> bool:
-    """Whether the safetensors file at ``path`` carries a GRAM token projection."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "pt") as f:
-            return META_KEY in (f.metadata() or {}) and f"{PREFIX}weight" in f.keys()
-    except Exception:  # noqa: BLE001 - any unreadable file simply has no projection
-        return False
-
-
 def load_projection(path: str | os.PathLike) -> GramTokenProjection:
     from safetensors import safe_open
 

@@ -22,7 +22,7 @@ import torch
 from comfy_api.latest import io
 
 from ..common.errors import NodeInputError
-from ..foley.conditioning import has_projection, load_projection
+from ..foley.conditioning import load_projection
 from ..foley.gram import gram_volume
 from ..foley.preview import volume_heatmap
 from . import paths
@@ -57,13 +57,28 @@ def _text_folders() -> list[str]:
     return [NO_TEXT_FOLDER] + paths.model_subfolders(paths.GRAM, "vocab.txt")
 
 
-def _projection_files() -> list[str]:
+def _files_with_metadata(folder: str, key: str) -> list[str]:
+    """The ``.safetensors`` files of a model folder whose header metadata has ``key`` (only the header
+    is read: listing a folder of large ControlNets stays cheap)."""
+    from safetensors import safe_open
+
     out = []
-    for name in _folder_files(paths.CONTROLNET):
-        full = paths.model_file(CONDITIONING, paths.CONTROLNET, name)
-        if name.endswith(".safetensors") and has_projection(full):
-            out.append(name)
+    for name in _folder_files(folder):
+        if not name.endswith(".safetensors"):
+            continue
+        try:
+            with safe_open(paths.model_file(LOADER, folder, name), "pt") as f:
+                if key in (f.metadata() or {}):
+                    out.append(name)
+        except Exception:  # noqa: BLE001 - an unreadable file is simply not listed
+            continue
     return out
+
+
+def _projection_files() -> list[str]:
+    from ..foley.conditioning import META_KEY
+
+    return _files_with_metadata(paths.CONTROLNET, META_KEY)
 
 
 def _dtype(precision: str, device: torch.device) -> torch.dtype:
@@ -363,18 +378,8 @@ BUILTIN_MAPPER_FILE = Path(__file__).resolve().parents[1] / "weights" / "foley" 
 
 def _mapper_files() -> list[str]:
     from ..foley.rms_mapper import META_KEY
-    from safetensors import safe_open
 
-    out = []
-    for name in _folder_files(paths.CONTROLNET):
-        if name.endswith(".safetensors"):
-            try:
-                with safe_open(paths.model_file(VIDEO_ENVELOPE, paths.CONTROLNET, name), "pt") as f:
-                    if META_KEY in (f.metadata() or {}):
-                        out.append(name)
-            except Exception:  # noqa: BLE001 - unreadable files are simply not mappers
-                continue
-    return out
+    return _files_with_metadata(paths.CONTROLNET, META_KEY)
 
 
 def _mapper_options() -> list[str]:
@@ -445,17 +450,9 @@ CN_LOADER, CN_APPLY = "AVLab Envelope ControlNet Loader", "AVLab Envelope Contro
 
 
 def _controlnet_files() -> list[str]:
-    from ..foley.controlnet import read_controlnet_file
+    from ..foley.controlnet import META_KEY
 
-    out = []
-    for name in _folder_files(paths.CONTROLNET):
-        if name.endswith(".safetensors"):
-            try:
-                read_controlnet_file(paths.model_file(CN_LOADER, paths.CONTROLNET, name))
-                out.append(name)
-            except (ValueError, NodeInputError):
-                continue
-    return out
+    return _files_with_metadata(paths.CONTROLNET, META_KEY)
 
 
 class AVLabEnvelopeControlNetLoader(io.ComfyNode):

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from comfy_host import ExecutionFailed
 
 TEXT = "a red metal circle bouncing\nthe blue wood square is sliding\nspinning green triangle of glass"
