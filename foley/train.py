@@ -6,7 +6,7 @@ Recipe (GRAM §3–4, on the pack's shared loop, torchrun-ready): text is the an
 matching loss; AdamW betas (0.9, 0.98), weight decay 0.01, linear warmup then cosine. The paper
 fine-tunes pretrained towers at lr 1e-4; the synthetic proof trains tiny towers *from scratch*, so
 its default lr is 5e-4 (the one change, documented in the README). Towers can be frozen by config
-(``"freeze": ["text"]``), e.g. with the real pretrained MiniLM-L6 text tower (``"text_tower":
+(``"freeze": ["text"]``), or frozen but for their last blocks (``"unfreeze_last": {"video": 2}``), e.g. with the real pretrained MiniLM-L6 text tower (``"text_tower":
 "minilm"``). ``"similarity": "cosine"`` trains the CLIP-style pairwise baseline with the same budget.
 
 Data: the synthetic domain, or folders of real triples — ``"folders": {"train": DIR, "val": DIR}``, each
@@ -74,6 +74,7 @@ class GramModelConfig:
     text_tower: str = "tiny"        # "tiny" (word vocabulary, from scratch) or "minilm" (pretrained, pip package)
     text: dict = field(default_factory=lambda: dict(width=128, layers=2, heads=4))
     freeze: list = field(default_factory=list)      # towers to freeze: "video", "text", "audio"
+    unfreeze_last: dict = field(default_factory=dict)   # e.g. {"video": 2}: a frozen tower's last 2 blocks train
 
 
 @dataclass
@@ -105,6 +106,31 @@ def caption_vocabulary() -> list[str]:
     return sorted(words)
 
 
+def tower_tail(gram: GramModel, modality: str, blocks: int) -> list[nn.Module]:
+    """The last ``blocks`` transformer blocks of a tower and what follows them (final norms)."""
+    if modality == "video":
+        vit = gram.vision_encoder.visual
+        return list(vit.blocks[len(vit.blocks) - blocks:]) + [vit.norm]
+    if modality == "text":
+        layers = gram.multimodal_encoder.bert.encoder.layer
+        return list(layers[len(layers) - blocks:])
+    enc = gram.audio_encoder.encoder
+    return list(enc.layers[len(enc.layers) - blocks:]) + ([enc.layer_norm] if hasattr(enc, "layer_norm") else [])
+
+
+def set_trainable_towers(gram: GramModel, freeze, unfreeze_last: dict | None = None) -> None:
+    """Freeze the towers named in ``freeze`` — except their last ``unfreeze_last[tower]`` blocks
+    (GRAM's "partially unfrozen" encoders)."""
+    towers = {"video": gram.vision_encoder, "text": gram.multimodal_encoder, "audio": gram.audio_encoder}
+    for name in freeze:
+        towers[name].requires_grad_(False)
+    for name, blocks in (unfreeze_last or {}).items():
+        if name not in towers or int(blocks) < 0:
+            raise ValueError(f"{NODE}: unfreeze_last takes {{'video'|'text'|'audio': blocks ≥ 0}}, got {name!r}: {blocks}")
+        for module in tower_tail(gram, name, int(blocks)) if int(blocks) else []:
+            module.requires_grad_(True)
+
+
 def build_model(cfg: GramModelConfig, seed: int = 0) -> GramModel:
     torch.manual_seed(seed)
     vision = EVAVisionTransformer(EVAViTConfig(**cfg.vision))
@@ -120,9 +146,7 @@ def build_model(cfg: GramModelConfig, seed: int = 0) -> GramModel:
     else:
         raise ValueError(f"{NODE}: text_tower must be 'tiny' or 'minilm', got {cfg.text_tower!r}")
     model = GramModel(vision, text, audio, dim=cfg.dim, frames=8, crop="squash")
-    towers = {"video": model.vision_encoder, "text": model.multimodal_encoder, "audio": model.audio_encoder}
-    for name in cfg.freeze:
-        towers[name].requires_grad_(False)
+    set_trainable_towers(model, cfg.freeze, cfg.unfreeze_last)
     return model
 
 
@@ -402,16 +426,15 @@ def train_gram(config: dict, out: str | Path, resume: bool = False, steps: int |
                     matching_weight=lcfg.matching_weight, similarity=lcfg.similarity,
                     pairs=tuple((order.index(a), order.index(b)) for a, b in lcfg.pairs), pair_weight=lcfg.pair_weight)
     warmup = lcfg.align_warmup_steps if lcfg.similarity == "volume" else 0
-    if set(freeze) >= {"video", "text", "audio"}:
+    unfreeze = config.get("model", {}).get("unfreeze_last", {})
+    if set(freeze) >= {"video", "text", "audio"} and not any(int(v) for v in unfreeze.values()):
         gram.requires_grad_(False)
         for head in (gram.contra_head_v, gram.contra_head_t, gram.contra_head_a):
             head.requires_grad_(True)
         trainee = HeadTrainee(gram, loss, warmup)
         batches = IndexedBatches(*cached_tower_features(gram, train_set), batch_size=batch_size, seed=tcfg.seed)
     else:
-        towers = {"video": gram.vision_encoder, "text": gram.multimodal_encoder, "audio": gram.audio_encoder}
-        for name in freeze:
-            towers[name].requires_grad_(False)
+        set_trainable_towers(gram, freeze, unfreeze)
         trainee = GramTrainee(gram, loss, train_set.captions, data.train_frames, warmup)
         batches = IndexedBatches(train_set.frames, train_set.audio, torch.arange(len(train_set)),
                                  batch_size=batch_size, seed=tcfg.seed)

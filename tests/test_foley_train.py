@@ -111,3 +111,20 @@ def test_committed_gram_retrieves_held_out_triples():
     report = G.evaluate(gram, G.render_split("test", 64, G.GramDataConfig()), 32)
     assert report["text→video"]["R@1"] >= 0.7 and report["text→(video,audio)"]["R@1"] >= 0.7
     assert report["video→audio"]["R@1"] >= 0.5
+
+
+def test_partially_unfrozen_towers():
+    from avlab.foley.train import GramModelConfig, build_model
+
+    cfg = dict(TINY_MODEL, vision=dict(TINY_MODEL["vision"], depth=3), freeze=["video", "text", "audio"],
+               unfreeze_last={"video": 1, "audio": 1})
+    gram = build_model(GramModelConfig(**cfg))
+    vit, beats = gram.vision_encoder.visual, gram.audio_encoder
+    trainable = {n for n, p in gram.named_parameters() if p.requires_grad}
+    assert all(p.requires_grad for p in vit.blocks[2].parameters()) and all(p.requires_grad for p in vit.norm.parameters())
+    assert not any(p.requires_grad for p in vit.blocks[1].parameters()) and not vit.pos_embed.requires_grad
+    assert all(p.requires_grad for p in beats.encoder.layers[0].parameters())      # 1 layer: its last = all
+    assert not any("multimodal_encoder" in n for n in trainable)
+    assert all(p.requires_grad for p in gram.contra_head_v.parameters())
+    with pytest.raises(ValueError, match="unfreeze_last"):
+        build_model(GramModelConfig(**dict(cfg, unfreeze_last={"depth": 1})))
