@@ -196,6 +196,8 @@ class CacheState:
         self._sigmas_list: list[float] = []
         self._last_step: int | None = None
         self._timed: list[Call] | None = None  # calls started since timing_begin
+        self._full_step: int | None = None      # the full step whose calls are running
+        self._order: list[tuple] = []           # (slots, base) of the calls of the last full step, in order
         return self
 
     # -- run lifecycle -----------------------------------------------------------------------------
@@ -251,12 +253,18 @@ class CacheState:
                 call.store = step < self._last_cache_step
                 self.stats.full_calls += 1
                 self.stats.full_steps.add(step)
-                for n in self.names:  # free device copies before the peak of this full step
-                    for s in call.slots:
-                        self.store.release_device(call.key(n, s))
+                if step != self._full_step:       # the first call of a new full step: nothing stale stays
+                    self._full_step = step        # on the device through this step's peak
+                    self._order = []
+                    self.store.drop_stale()
+                self._order.append((call.slots, call.base))
             else:
                 self.stats.cached_calls += 1
                 self.stats.cached_steps.add(step)
+                self._prefetch(call.slots, call.base)          # this call's features (if not yet)
+                nxt = self._next_in_order(call)
+                if nxt is not None:
+                    self._prefetch(*nxt)                       # and the next call's, one ahead
         if self.config.verbose:
             logger.info("%s [verbose] step %s slots %s shape %s window %s -> %s", self.name, step,
                         list(call.slots), shape_key, window_key, call.mode)
@@ -265,13 +273,26 @@ class CacheState:
             self._timed.append(call)
         return call
 
+    def _prefetch(self, slots, base) -> None:
+        for n in self.names:
+            for s in slots:
+                self.store.prefetch((n, s) + base)
+
+    def _next_in_order(self, call: Call):
+        """The (slots, base) of the call that followed this one in the last full step (calls repeat in
+        the same order every step: cond/uncond batches, context windows), or None."""
+        here = (call.slots, call.base)
+        for i, item in enumerate(self._order):
+            if item == here:
+                return self._order[(i + 1) % len(self._order)] if len(self._order) > 1 else None
+        return None
+
     def end_call(self, call: Call) -> None:
-        """Finish a call: prefetch its features if the next step will reuse them."""
-        if call.mode in (FULL, CACHE) and self.store is not None and call.step is not None:
-            if not self.is_full_step(call.step + 1):
-                for n in self.names:
-                    for s in call.slots:
-                        self.store.prefetch(call.key(n, s))
+        """Finish a call: a cache call's features leave the device after use (swap on)."""
+        if call.mode == CACHE and self.store is not None:
+            for n in self.names:
+                for s in call.slots:
+                    self.store.release_device(call.key(n, s))
         call.scratch.clear()
         if self.current is call:
             self.current = None

@@ -10,12 +10,12 @@ only offloads the whole model; this store does what the paper describes:
   work so far; the source tensor is kept alive for that stream (``record_stream``) and nothing on
   the GPU is retained. Host buffers are allocated once per key and reused at every later full step
   (same shape and dtype), so steady state allocates no host memory.
-* :meth:`FeatureStore.prefetch` (called one step before the feature is needed): the copy back is
-  queued on the side stream into a device tensor, followed by a CUDA event.
+* :meth:`FeatureStore.prefetch` (called at the start of the call that needs the feature, and for
+  the next call's feature one call ahead): the copy back is queued on the side stream into a device
+  tensor, followed by a CUDA event.
 * :meth:`FeatureStore.get`: the compute stream waits on that event (no host sync) and receives the
-  device tensor; it stays on the device for the following cache steps of the same run of cache
-  steps and is dropped by :meth:`release_device` at the start of the next full step, i.e. before
-  the peak.
+  device tensor; :meth:`release_device` drops it when the call that used it ends, and
+  :meth:`drop_stale` drops every device copy at the start of a full step, i.e. before the peak.
 
 The API and the call sequence are identical without swapping (``offload=False``: the tensor itself,
 or a private copy, stays where it is and ``prefetch`` / ``release_device`` do nothing to it) and on
@@ -166,10 +166,26 @@ class FeatureStore:
         return e.dev
 
     def release_device(self, key: Hashable) -> None:
-        """Drop the device copy of an offloaded feature (before a full step, ahead of its peak)."""
+        """Drop the device copy of an offloaded feature (after its use; before a full step's peak)."""
         e = self._entries.get(key)
         if e is not None and self.offload and e.host is not None:
             e.dev, e.event, e.dev_stream_recorded = None, None, False
+
+    def drop_stale(self) -> None:
+        """Start of a new full step: every stored feature is about to be recomputed, so none may sit
+        on the device at this step's peak. Offloaded features lose their device copy (the host copy
+        stays until the new ``put``); kept-on-device features (no swap) are dropped outright, so the old
+        and the new feature never coexist."""
+        for e in self._entries.values():
+            if self.offload and e.host is not None:
+                e.dev, e.event, e.dev_stream_recorded = None, None, False
+            else:
+                e.dev = None
+
+    def resident_keys(self) -> list[Hashable]:
+        """Keys whose feature is on the compute device right now (device accounting; on a CPU device an
+        offloaded feature counts while it is prefetched, i.e. between ``prefetch`` and ``release_device``)."""
+        return [k for k, e in self._entries.items() if e.dev is not None]
 
     def synchronize(self) -> None:
         """Wait for queued swap copies (used in tests and before reading host buffers)."""

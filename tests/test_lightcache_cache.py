@@ -378,3 +378,53 @@ def test_unet2d_with_freeu_cache_call_reproduces_the_full_call_at_every_depth():
                     handle.set_step(step)
                     outs.append(unet(x, 10, ctx).sample)
         assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2]), depth
+
+
+# ------------------------------------------------------------------------------------------------
+# device residency (issue 12: a swap that really frees device memory), accounted on the CPU
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("offload", [True, False])
+def test_device_residency_per_call(offload):
+    """Three keys per step (e.g. cond/uncond or context windows), full steps every 3rd step. At every
+    full call nothing stale is on the compute device (swap on: nothing at all before the store;
+    swap off: only this step's fresh features); a cache call holds at most its own feature and the
+    next call's; after a cache call its feature leaves the device (swap on)."""
+    from avlab.lightcache.cache import CACHE, FULL, CacheState
+
+    cfg = LightCacheConfig(cache_interval=3, start_percent=0.0, end_percent=1.0).validated()
+    st = CacheState(cfg, names=("deep",), description="test")
+    st.begin_run(9, "cpu")
+    st.store.offload = offload                    # CPU: exercise both store modes
+    windows = ["w0", "w1", "w2"]
+    log = []
+    for step in range(9):
+        for w in windows:
+            call = st.start_call(step, ["cond"], ("shape",), w)
+            resident = set(st.store.resident_keys())
+            if call.mode == FULL:
+                stale = {k for k in resident if k[-1] not in log_fresh(log, step)}
+                assert not stale, (step, w, resident)
+                if offload:
+                    assert resident == set()
+                st.store_feature(call, "deep", torch.full((1, 4), float(step)))
+                if offload:
+                    assert st.store.resident_keys() == []           # copied out after the store
+            else:
+                assert call.mode == CACHE
+                own = ("deep", "cond", ("shape",), w)
+                nxt = ("deep", "cond", ("shape",), windows[(windows.index(w) + 1) % 3])
+                assert own in resident
+                if offload:                                   # swap off keeps the whole cache resident
+                    assert resident <= {own, nxt}, (step, w, resident)
+                assert torch.equal(st.fetch_feature(call, "deep"), torch.full((1, 4), float(step - step % 3)))
+            log.append((step, w, call.mode))
+            st.end_call(call)
+            if call.mode == CACHE and offload:
+                assert ("deep", "cond", ("shape",), w) not in st.store.resident_keys()
+    assert [m for s, w, m in log if w == "w0"] == [FULL, CACHE, CACHE] * 3
+
+
+def log_fresh(log, step):
+    """Windows already recomputed in ``step`` (their features are this step's, not stale)."""
+    return {w for s, w, m in log if s == step}
