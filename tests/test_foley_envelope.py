@@ -215,3 +215,17 @@ def test_committed_rms_mapper_beats_motion_energy_on_held_out_scenes():
         l1["mapper"].append(float((mapper.envelope(s.frames, s.fps).values - true).abs().mean()))
         l1["motion"].append(float((motion_envelope(s.frames, s.fps).values - true).abs().mean()))
     assert sum(l1["mapper"]) < 0.8 * sum(l1["motion"])
+
+
+def test_fad_with_a_pluggable_embedder():
+    from avlab.foley.metrics import fad
+
+    def embedder(wave, sr):                      # any callable (waveform, sample_rate) -> [D]
+        w = wave.float().reshape(-1)
+        return torch.stack([w.mean(), w.std(), w.abs().max()])
+
+    g = torch.Generator().manual_seed(2)
+    clips = [torch.randn(1, 800, generator=g) * (0.1 + 0.05 * i) for i in range(12)]
+    assert fad(clips, clips, 16000, embedder) == pytest.approx(0.0, abs=1e-9)
+    louder = [c * 3 for c in clips]
+    assert fad(louder, clips, 16000, embedder) > fad([c * 1.1 for c in clips], clips, 16000, embedder) > 0
