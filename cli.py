@@ -166,20 +166,17 @@ def gram_stage(out: Path, seed: int, group: int = 32) -> dict:
     from .foley.retrieval import retrieval_report
     from .foley.gram import gram_volume
     from .foley.train import GramDataConfig, embed_triples, render_split
-    from .foley.weights import load_gram
+    from .foley.weights import BUILTIN_GRAM, load_gram
 
-    path = Path(__file__).resolve().parent / "weights" / "gram" / "gram_synthetic.safetensors"
     try:
-        gram = load_gram(path)
+        gram = load_gram(BUILTIN_GRAM)
     except Exception as exc:  # noqa: BLE001 - reported in the summary, the demo goes on
         return {"skipped": f"tiny GRAM weights not usable ({exc}); train them with "
                            "`python scripts/train_gram_synthetic.py`"}
     t0 = time.perf_counter()
     data = GramDataConfig()
     start = (seed % 8) * group
-    triples = render_split("test", start + group, data)
-    triples.frames, triples.audio = triples.frames[start:], triples.audio[start:]
-    triples.captions, triples.combos = triples.captions[start:], triples.combos[start:]
+    triples = render_split("test", group, data, offset=start)
     emb = embed_triples(gram, triples)
     report = retrieval_report(emb)
     from PIL import Image
@@ -203,19 +200,19 @@ def envelope_stage(out: Path, seed: int, scenes: int = 8) -> dict:
 
     from .foley.envelope import motion_envelope
     from .foley.preview import envelope_plot
-    from .foley.rms_mapper import RMSMapper, envelope_scores, target_envelope
+    from .foley.rms_mapper import (BUILTIN_MAPPER, MAPPER_SCENE, MAPPER_SPLIT_SEEDS, RMSMapper, envelope_scores,
+                                   target_envelope)
     from .synthetic import make_scene
 
-    path = Path(__file__).resolve().parent / "weights" / "foley" / "rms_mapper.safetensors"
     try:
-        mapper = RMSMapper.load(path)
+        mapper = RMSMapper.load(BUILTIN_MAPPER)
     except Exception as exc:  # noqa: BLE001 - reported in the summary, the demo goes on
         return {"skipped": f"RMS mapper weights not usable ({exc}); train them with `python scripts/train_rms_mapper.py`"}
     rows = {"mapper": [], "motion": []}
     plots = []
     for i in range(scenes):
-        s = make_scene(seed=900_000 + seed + i, frames=48, height=64, width=64, fps=24.0, num_objects=3, sample_rate=16000)
-        true = target_envelope(s.audio, s.sample_rate, s.fps, 48)
+        s = make_scene(seed=MAPPER_SPLIT_SEEDS["test"] + seed + i, **MAPPER_SCENE)
+        true = target_envelope(s.audio, s.sample_rate, s.fps, MAPPER_SCENE["frames"])
         pred, motion = mapper.envelope(s.frames, s.fps).values, motion_envelope(s.frames, s.fps).values
         rows["mapper"].append(envelope_scores(pred, true, s.fps))
         rows["motion"].append(envelope_scores(motion, true, s.fps))
@@ -224,7 +221,8 @@ def envelope_stage(out: Path, seed: int, scenes: int = 8) -> dict:
     from PIL import Image
 
     Image.fromarray((torch.cat(plots, dim=1)[0].numpy() * 255).astype("uint8")).save(out / "envelope_from_video.png")
-    result = {"scenes": f"held-out synthetic scenes {900_000 + seed}..{900_000 + seed + scenes - 1} (48 frames, 24 fps)"}
+    first = MAPPER_SPLIT_SEEDS["test"] + seed
+    result = {"scenes": f"held-out synthetic scenes {first}..{first + scenes - 1} (48 frames, 24 fps)"}
     for name, label in (("mapper", "RMS mapper"), ("motion", "motion energy")):
         finite = [r["onset_ms"] for r in rows[name] if r["onset_ms"] != float("inf")]
         result[f"{label} L1"] = round(statistics.mean(r["L1"] for r in rows[name]), 3)

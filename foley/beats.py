@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
@@ -624,6 +625,23 @@ def _fill_shared_bias(state: dict[str, Tensor], layers: int) -> None:
         return
     for i in range(1, layers):
         state.setdefault(_SHARED_BIAS.format(i), first)
+
+
+def beats_config_from_state_dict(sd: Mapping[str, Tensor]) -> BEATsConfig:
+    """The BEATs architecture implied by tensor shapes (GRAM checkpoints carry no BEATs ``cfg``)."""
+    layers = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"encoder\.layers\.(\d+)\.", k)))
+    dim = sd["post_extract_proj.weight"].shape[0]
+    conv = sd["encoder.pos_conv.0.weight_v"]
+    rel = sd.get("encoder.layers.0.self_attn.relative_attention_bias.weight")
+    grep = sd.get("encoder.layers.0.self_attn.grep_a")
+    heads = int(grep.shape[1]) if grep is not None else int(rel.shape[1]) if rel is not None else max(1, dim // 64)
+    return BEATsConfig(encoder_layers=layers, encoder_embed_dim=dim,
+                       encoder_ffn_embed_dim=sd["encoder.layers.0.fc1.weight"].shape[0],
+                       encoder_attention_heads=heads, embed_dim=sd["patch_embedding.weight"].shape[0],
+                       input_patch_size=sd["patch_embedding.weight"].shape[-1],
+                       conv_pos=conv.shape[-1], conv_pos_groups=dim // conv.shape[1],
+                       relative_position_embedding=rel is not None,
+                       num_buckets=rel.shape[0] if rel is not None else 320, gru_rel_pos=grep is not None)
 
 
 def _load_strict(model: BEATs, state: Mapping[str, Tensor], where: str) -> None:

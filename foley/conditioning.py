@@ -64,13 +64,20 @@ class GramTokenProjection(nn.Module):
         return self.gram_to_tokens(torch.stack(rows).to(w.device, w.dtype))[None]
 
 
+def projection_parts(proj: GramTokenProjection) -> tuple[dict, dict]:
+    """``(tensors, metadata)`` of a projection in the file format above, for :func:`save_projection`
+    and for files that hold it beside a ControlNet."""
+    tensors = {f"{PREFIX}{k}": v.detach().cpu().contiguous() for k, v in proj.gram_to_tokens.state_dict().items()}
+    meta = {"dim": proj.dim, "width": proj.width, "modalities": list(proj.modalities)}
+    return tensors, {META_KEY: json.dumps(meta)}
+
+
 def save_projection(proj: GramTokenProjection, path: str | os.PathLike, extra_tensors: dict | None = None) -> None:
     from safetensors.torch import save_file
 
-    tensors = {f"{PREFIX}{k}": v.detach().cpu().contiguous() for k, v in proj.gram_to_tokens.state_dict().items()}
+    tensors, meta = projection_parts(proj)
     tensors.update(extra_tensors or {})
-    meta = {"dim": proj.dim, "width": proj.width, "modalities": list(proj.modalities)}
-    save_file(tensors, str(path), metadata={META_KEY: json.dumps(meta)})
+    save_file(tensors, str(path), metadata=meta)
 
 
 def load_projection(path: str | os.PathLike) -> GramTokenProjection:

@@ -99,8 +99,9 @@ class EnvelopeControlNet(nn.Module):
         save_file(tensors, str(path), metadata=meta)
 
 
-def read_controlnet_file(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
-    """``(metadata, tensors)`` of a ControlNet file, or a clear error naming the file."""
+def read_controlnet_file(path: str | os.PathLike, tensors: bool = True) -> tuple[dict, dict[str, torch.Tensor]]:
+    """``(metadata, tensors)`` of a ControlNet file (``tensors=False``: the header only, e.g. for a
+    loader that only checks the file), or a clear error naming the file."""
     from safetensors import safe_open
 
     name = os.path.basename(str(path))
@@ -109,12 +110,12 @@ def read_controlnet_file(path: str | os.PathLike) -> tuple[dict, dict[str, torch
             raw = (f.metadata() or {}).get(META_KEY)
             if raw is None:
                 raise ValueError(f"{name}: not an AVLab envelope ControlNet (no '{META_KEY}' metadata)")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            out = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
     except ValueError:
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged or non-safetensors file
         raise ValueError(f"{name}: cannot be read as safetensors ({exc})") from None
-    return json.loads(raw), tensors
+    return json.loads(raw), out
 
 
 def controlnet_for_base(path: str | os.PathLike, layers, dim: int) -> EnvelopeControlNet:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,11 @@ from torch import nn
 from .envelope import Envelope
 
 META_KEY = "avlab_rms_mapper"
+#: The pack's trained mapper (``scripts/train_rms_mapper.py``), the synthetic scenes it learns from and
+#: the seeds of their splits (train / val / held-out test).
+BUILTIN_MAPPER = Path(__file__).resolve().parents[1] / "weights" / "foley" / "rms_mapper.safetensors"
+MAPPER_SCENE = dict(frames=48, height=64, width=64, fps=24.0, num_objects=3, sample_rate=16000)
+MAPPER_SPLIT_SEEDS = {"train": 0, "val": 500_000, "test": 900_000}
 
 
 @dataclass(frozen=True)

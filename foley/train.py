@@ -165,8 +165,9 @@ class Triples:
         return len(self.captions)
 
 
-def render_split(split: str, count: int, data: GramDataConfig) -> Triples:
-    clips = synth.split_clips(split, count, config=data.clip_config())
+def render_split(split: str, count: int, data: GramDataConfig, offset: int = 0) -> Triples:
+    """Clips ``offset .. offset + count`` of a split (:func:`avlab.synthetic.foley.split_clips`)."""
+    clips = synth.split_clips(split, count, offset=offset, config=data.clip_config())
     frames = torch.stack([(c.frames * 255).round().to(torch.uint8) for c in clips])
     audio = torch.stack([c.audio for c in clips])
     if data.sample_rate != 16000:
@@ -254,15 +255,11 @@ class GramTrainee(nn.Module):
 
 @torch.no_grad()
 def embed_triples(gram: GramModel, triples: Triples, batch: int = 64) -> dict[str, torch.Tensor]:
-    """Embeddings of every triple with the evaluation protocol (all frames of the clip, 8 here)."""
-    gram.eval()
-    out = {"text": [], "video": [], "audio": []}
-    for i in range(0, len(triples), batch):
-        sl = slice(i, i + batch)
-        out["text"].append(gram.text_features(triples.captions[sl]))
-        out["video"].append(gram.video_features(normalise_pixels(triples.frames[sl])))
-        out["audio"].append(gram.audio_features(triples.audio[sl]))
-    return {k: torch.cat(v).float() for k, v in out.items()}
+    """Embeddings of every triple with the evaluation protocol (all frames of the clip, 8 here): the
+    heads on :func:`cached_tower_features`, normalised."""
+    video, text, audio = cached_tower_features(gram, triples, batch)
+    return {m: F.normalize(head(x), dim=-1).float() for m, head, x in (
+        ("text", gram.contra_head_t, text), ("video", gram.contra_head_v, video), ("audio", gram.contra_head_a, audio))}
 
 
 def evaluate(gram: GramModel, triples: Triples, group: int = 32, method: str = "volume") -> dict:

@@ -23,12 +23,15 @@ from pathlib import Path
 
 import torch
 
-from .beats import BEATs, BEATsConfig
-from .eva_vit import GRAM_VISION_PREFIX, EVAViTConfig, EVAVisionTransformer, config_from_state_dict
+from .beats import BEATs, BEATsConfig, _fill_shared_bias, beats_config_from_state_dict
+from .eva_vit import (GRAM_VISION_PREFIX, EVAViTConfig, EVAVisionTransformer, _normalise_key, _unwrap,
+                      config_from_state_dict)
 from .model import GramModel
 from .text import TextTower, word_tokenizer
 
 FORMAT_KEY = "avlab_gram"
+#: The pack's trained tiny GRAM (``scripts/train_gram_synthetic.py``).
+BUILTIN_GRAM = Path(__file__).resolve().parents[1] / "weights" / "gram" / "gram_synthetic.safetensors"
 #: Mel bins GRAM's audio config feeds its BEATs (``audio_melbins`` 64; BEATs itself was trained on 128).
 GRAM_MEL_BINS = 64
 VISION_PREFIX = GRAM_VISION_PREFIX
@@ -40,37 +43,19 @@ HEADS = {"video": "contra_head_v.linear.weight", "text": "contra_head_t.linear.w
 _TEXT_SKIP = re.compile(r"(^|\.)crossattention\.|^pooler\.")
 
 
-def _strip(state: dict) -> dict[str, torch.Tensor]:
-    if "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
+def _strip(state: dict, where: str) -> dict[str, torch.Tensor]:
+    """Unwrap and normalise a GRAM state dict the way the vision loader does (``model`` wrapper, DDP
+    ``module.``, VAST's ``evaclip_model.``), refusing non-tensor entries."""
     out = {}
-    for k, v in state.items():
+    for k, v in _unwrap(state, where).items():
         if not isinstance(v, torch.Tensor):
             raise ValueError(f"GRAM checkpoint: entry {k!r} is a {type(v).__name__}, not a tensor")
-        k = k[len("module."):] if k.startswith("module.") else k
-        out[k.replace("evaclip_model.", "vision_encoder.", 1) if k.startswith("evaclip_model.") else k] = v
+        out[_normalise_key(str(k))] = v
     return out
 
 
 def _sub(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-
-
-def beats_config_from_state_dict(sd: dict[str, torch.Tensor]) -> BEATsConfig:
-    """The BEATs architecture implied by tensor shapes (GRAM checkpoints carry no BEATs ``cfg``)."""
-    layers = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"encoder\.layers\.(\d+)\.", k)))
-    dim = sd["post_extract_proj.weight"].shape[0]
-    conv = sd["encoder.pos_conv.0.weight_v"]
-    rel = sd.get("encoder.layers.0.self_attn.relative_attention_bias.weight")
-    grep = sd.get("encoder.layers.0.self_attn.grep_a")
-    heads = int(grep.shape[1]) if grep is not None else int(rel.shape[1]) if rel is not None else max(1, dim // 64)
-    return BEATsConfig(encoder_layers=layers, encoder_embed_dim=dim,
-                       encoder_ffn_embed_dim=sd["encoder.layers.0.fc1.weight"].shape[0],
-                       encoder_attention_heads=heads, embed_dim=sd["patch_embedding.weight"].shape[0],
-                       input_patch_size=sd["patch_embedding.weight"].shape[-1],
-                       conv_pos=conv.shape[-1], conv_pos_groups=dim // conv.shape[1],
-                       relative_position_embedding=rel is not None,
-                       num_buckets=rel.shape[0] if rel is not None else 320, gru_rel_pos=grep is not None)
 
 
 def _load_strict(module: torch.nn.Module, sd: dict[str, torch.Tensor], where: str) -> None:
@@ -164,7 +149,7 @@ def load_gram(path: str | os.PathLike, text_folder: str | os.PathLike | None = N
                              f"code): {exc}") from None
         if not isinstance(raw, dict):
             raise ValueError(f"{where}: expected a GRAM state dict, got a {type(raw).__name__}")
-        state = _strip(raw)
+        state = _strip(raw, where)
         vision = audio = text = None
         if "video" in modalities:
             vsd = _sub(state, VISION_PREFIX)
@@ -191,21 +176,12 @@ def load_gram(path: str | os.PathLike, text_folder: str | os.PathLike | None = N
         _load_strict(model.vision_encoder.visual, _sub(state, VISION_PREFIX), f"{where} (vision tower)")
     if audio is not None:
         asd = _sub(state, AUDIO_PREFIX)
-        _fill_aliases(asd, audio)
+        _fill_shared_bias(asd, audio.cfg.encoder_layers)
         _load_strict(audio, asd, f"{where} (audio tower)")
     if text is not None:
         _load_strict(text.bert, _sub(state, TEXT_PREFIX), f"{where} (text tower)")
     _heads(model, state, where)
     return model.to(device, dtype).eval()
-
-
-def _fill_aliases(sd: dict[str, torch.Tensor], audio: BEATs) -> None:
-    """Layers > 0 share layer 0's relative-position table; files may store it once."""
-    key = "encoder.layers.{}.self_attn.relative_attention_bias.weight"
-    if key.format(0) in sd:
-        for i in range(1, audio.cfg.encoder_layers):
-            if key.format(i) in audio.state_dict():
-                sd.setdefault(key.format(i), sd[key.format(0)])
 
 
 def _bert_shell(folder: Path) -> TextTower:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import torch
 from comfy_api.latest import io
@@ -25,6 +24,8 @@ from ..common.errors import NodeInputError
 from ..foley.conditioning import load_projection
 from ..foley.gram import gram_volume
 from ..foley.preview import volume_heatmap
+from ..foley.rms_mapper import BUILTIN_MAPPER as BUILTIN_MAPPER_PATH
+from ..foley.weights import BUILTIN_GRAM
 from . import paths
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,6 @@ EMBEDS = io.Custom("AVLAB_GRAM_EMBEDS")
 LOADER, ENCODE, SIMILARITY, CONDITIONING = ("AVLab GRAM Loader", "AVLab GRAM Encode", "AVLab GRAM Similarity",
                                             "AVLab GRAM Conditioning")
 BUILTIN = "AVLab built-in: synthetic tiny GRAM"
-BUILTIN_FILE = Path(__file__).resolve().parents[1] / "weights" / "gram" / "gram_synthetic.safetensors"
 NO_TEXT_FOLDER = "none"
 MODALITIES = ("video", "text", "audio")
 CANDIDATES = ("text", "video", "audio", "video+audio")
@@ -50,29 +50,37 @@ def _folder_files(folder: str) -> list[str]:
 
 
 def _gram_files() -> list[str]:
-    return ([BUILTIN] if BUILTIN_FILE.is_file() else []) + [f for f in _folder_files(paths.GRAM)]
+    return ([BUILTIN] if BUILTIN_GRAM.is_file() else []) + [f for f in _folder_files(paths.GRAM)]
 
 
 def _text_folders() -> list[str]:
     return [NO_TEXT_FOLDER] + paths.model_subfolders(paths.GRAM, "vocab.txt")
 
 
-def _files_with_metadata(folder: str, key: str) -> list[str]:
-    """The ``.safetensors`` files of a model folder whose header metadata has ``key`` (only the header
-    is read: listing a folder of large ControlNets stays cheap)."""
-    from safetensors import safe_open
+_HEADER_CACHE: dict[tuple, frozenset] = {}
 
-    out = []
-    for name in _folder_files(folder):
-        if not name.endswith(".safetensors"):
-            continue
+
+def _metadata_keys(path: str) -> frozenset:
+    """The metadata keys of a safetensors header, read once per file version (path, mtime, size): the
+    three lists of the controlnet folder (projections, ControlNets, mappers) share one read."""
+    st = os.stat(path)
+    key = (path, st.st_mtime_ns, st.st_size)
+    if key not in _HEADER_CACHE:
+        from safetensors import safe_open
+
         try:
-            with safe_open(paths.model_file(LOADER, folder, name), "pt") as f:
-                if key in (f.metadata() or {}):
-                    out.append(name)
-        except Exception:  # noqa: BLE001 - an unreadable file is simply not listed
-            continue
-    return out
+            with safe_open(path, "pt") as f:
+                _HEADER_CACHE[key] = frozenset(f.metadata() or {})
+        except Exception:  # noqa: BLE001 - an unreadable file has no usable metadata
+            _HEADER_CACHE[key] = frozenset()
+    return _HEADER_CACHE[key]
+
+
+def _files_with_metadata(folder: str, key: str) -> list[str]:
+    """The ``.safetensors`` files of a model folder whose header metadata has ``key`` (headers only,
+    cached: listing a folder of large ControlNets stays cheap)."""
+    return [name for name in _folder_files(folder)
+            if name.endswith(".safetensors") and key in _metadata_keys(paths.model_file(LOADER, folder, name))]
 
 
 def _projection_files() -> list[str]:
@@ -121,7 +129,7 @@ class AVLabGramLoader(io.ComfyNode):
         if precision not in PRECISIONS:
             raise NodeInputError(LOADER, "precision", f"one of {list(PRECISIONS)}", precision)
         if gram_name == BUILTIN:
-            path = str(BUILTIN_FILE)
+            path = str(BUILTIN_GRAM)
         else:
             try:
                 path = paths.model_file(LOADER, paths.GRAM, gram_name)
@@ -217,7 +225,6 @@ class AVLabGramEncode(io.ComfyNode):
             raise
         except ValueError as exc:
             raise NodeInputError(ENCODE, "gram", f"inputs this GRAM model can encode ({exc})") from None
-        embeds["dim"] = int(next(v for k, v in embeds.items() if k in MODALITIES).shape[-1])
         return io.NodeOutput(embeds)
 
 
@@ -373,7 +380,6 @@ class AVLabAudioEnvelope(io.ComfyNode):
 
 MOTION = "motion energy (no weights)"
 BUILTIN_MAPPER = "AVLab built-in: synthetic RMS mapper"
-BUILTIN_MAPPER_FILE = Path(__file__).resolve().parents[1] / "weights" / "foley" / "rms_mapper.safetensors"
 
 
 def _mapper_files() -> list[str]:
@@ -383,14 +389,14 @@ def _mapper_files() -> list[str]:
 
 
 def _mapper_options() -> list[str]:
-    return [MOTION] + ([BUILTIN_MAPPER] if BUILTIN_MAPPER_FILE.is_file() else []) + _mapper_files()
+    return [MOTION] + ([BUILTIN_MAPPER] if BUILTIN_MAPPER_PATH.is_file() else []) + _mapper_files()
 
 
 def _load_mapper(name: str):
     from ..foley.rms_mapper import RMSMapper
 
     if name == BUILTIN_MAPPER:
-        path = str(BUILTIN_MAPPER_FILE)
+        path = str(BUILTIN_MAPPER_PATH)
     else:
         try:
             path = paths.model_file(VIDEO_ENVELOPE, paths.CONTROLNET, name)
@@ -479,7 +485,7 @@ class AVLabEnvelopeControlNetLoader(io.ComfyNode):
         except NodeInputError as exc:
             raise NodeInputError(CN_LOADER, "controlnet_name", exc.expected) from None
         try:
-            meta, _ = read_controlnet_file(path)
+            meta, _ = read_controlnet_file(path, tensors=False)   # Apply reads the weights, once
         except ValueError as exc:
             raise NodeInputError(CN_LOADER, "controlnet_name", f"an AVLab envelope ControlNet ({exc})") from None
         return io.NodeOutput({"path": path, "meta": meta})

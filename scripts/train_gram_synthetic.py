@@ -35,9 +35,10 @@ from _pack import import_pack  # noqa: E402  (scripts/ is on sys.path when a scr
 
 import_pack()
 from avlab.foley import train as G  # noqa: E402
+from avlab.foley.weights import BUILTIN_GRAM  # noqa: E402
 
 TASKS = ("text→video", "video→audio", "text→audio", "text→(video,audio)")
-WEIGHTS = ROOT / "weights" / "gram" / "gram_synthetic.safetensors"
+WEIGHTS = BUILTIN_GRAM
 
 
 def _table(results: dict, split: str) -> str:

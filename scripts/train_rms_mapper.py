@@ -27,12 +27,11 @@ import torch  # noqa: E402
 
 from avlab.common.training import IndexedBatches, TrainConfig, train  # noqa: E402
 from avlab.foley.envelope import motion_envelope  # noqa: E402
-from avlab.foley.rms_mapper import RMSMapper, envelope_scores, target_envelope  # noqa: E402
+from avlab.foley.rms_mapper import (BUILTIN_MAPPER, MAPPER_SCENE, MAPPER_SPLIT_SEEDS, RMSMapper,  # noqa: E402
+                                    envelope_scores, target_envelope)
 from avlab.synthetic import make_scene  # noqa: E402
 
-SEEDS = {"train": 0, "val": 500_000, "test": 900_000}
-SCENE = dict(frames=48, height=64, width=64, fps=24.0, num_objects=3, sample_rate=16000)
-WEIGHTS = ROOT / "weights" / "foley" / "rms_mapper.safetensors"
+SEEDS, SCENE, WEIGHTS = MAPPER_SPLIT_SEEDS, MAPPER_SCENE, BUILTIN_MAPPER
 
 
 def render(split: str, count: int):

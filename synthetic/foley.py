@@ -188,8 +188,7 @@ def make_foley_clip(seed: int, attributes: dict | None = None, config: FoleyClip
         angles = angle0 + spin * times
         mod = 0.5 + 0.5 * np.cos(2 * abs(spin) * np.arange(num) / sr * (2 if attrs["shape"] == "square" else 1.5))
         track = _tone(base, partials, num, sr, rng) * (0.3 + 0.7 * mod)
-    xs = x
-    frames = _render(cfg, attrs, xs, ys, angles, r)
+    frames = _render(cfg, attrs, x, ys, angles, r)
     track = track / max(1e-6, np.abs(track).max()) * rng.uniform(0.5, 0.9)
     caption = TEMPLATES[rng.integers(len(TEMPLATES))].format(**attrs)
     return FoleyClip(frames=torch.from_numpy(np.clip(frames, 0, 1).astype(np.float32)),

@@ -85,8 +85,7 @@ def build_controlnet_file(folder, seed: int = 7):
     copied block) with non-zero convs, holding the 32→768 GRAM projection too. Needs ``comfy``."""
     from pathlib import Path
 
-    from avlab.foley.conditioning import META_KEY as PROJECTION_META
-    from avlab.foley.conditioning import PREFIX, GramTokenProjection
+    from avlab.foley.conditioning import GramTokenProjection, projection_parts
     from avlab.foley.controlnet import EnvelopeControlNet
     from tiny_stable_audio import build_tiny_stable_audio
 
@@ -95,8 +94,7 @@ def build_controlnet_file(folder, seed: int = 7):
     g = torch.Generator().manual_seed(seed)
     for conv in [net.envelope_in, *net.zero_convs]:
         conv.weight.data = torch.randn(conv.weight.shape, generator=g) * 0.05
-    proj = GramTokenProjection(32, 768)
+    tensors, meta = projection_parts(GramTokenProjection(32, 768))
     path = Path(folder) / "tiny_envelope_controlnet.safetensors"
-    net.save(path, extra_tensors={f"{PREFIX}{k}": v for k, v in proj.gram_to_tokens.state_dict().items()},
-             extra_meta={PROJECTION_META: json.dumps({"dim": 32, "width": 768, "modalities": ["video", "text", "audio"]})})
+    net.save(path, extra_tensors=tensors, extra_meta=meta)
     return path
