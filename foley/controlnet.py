@@ -5,7 +5,8 @@ Structure: trainable copies of the base DiT's first ``K = round(0.2 · depth)`` 
 initialised from the base; a zero-initialised 1×1 convolution brings the envelope features (``C``
 channels at the latent rate, one value per latent frame) into the width of the DiT; K
 zero-initialised 1×1 convolutions read the copies' outputs. With ``h₀ = x + pad(conv_in(envelope))``
-(zeros at the prepended global-token positions: the envelope only lines up with the latent frames)
+(zeros at the prepended global-token positions: the envelope only lines up with the latent frames;
+the envelope is peak-normalised first, so only its shape matters)
 and ``h_{j+1} = copy_j(h_j)``, residual ``r_j = conv_out_j(h_{j+1})`` is added to the main DiT's hidden
 state **before** its block j. At initialisation every residual is exactly 0, so the base model's
 output is bit-identical (tested).
@@ -70,8 +71,11 @@ class EnvelopeControlNet(nn.Module):
     def residuals(self, x: torch.Tensor, envelope: torch.Tensor,
                   run_block: Callable[[nn.Module, torch.Tensor], torch.Tensor]) -> list[torch.Tensor]:
         """``x`` ``[B, P + N, dim]`` (P prepended tokens first), ``envelope`` ``[B or 1, C, N]`` →
-        one residual ``[B, P + N, dim]`` per copied block."""
+        one residual ``[B, P + N, dim]`` per copied block. The envelope is peak-normalised per item and
+        channel first (the ControlNet reads its shape: an envelope from a sound, from the RMS mapper or
+        drawn by hand all arrive on one scale; silence stays all zero)."""
         n = envelope.shape[-1]
+        envelope = envelope / envelope.abs().amax(-1, keepdim=True).clamp(min=1e-8)
         prepend = x.shape[1] - n
         if prepend < 0:
             raise ValueError(f"EnvelopeControlNet: the envelope has {n} values but the sequence only {x.shape[1]} tokens")
@@ -89,11 +93,15 @@ class EnvelopeControlNet(nn.Module):
         return {"format": 1, "base_dim": self.base_dim, "base_depth": self.base_depth, "copied": self.copied,
                 "envelope_channels": self.envelope_channels, "fraction": self.fraction}
 
-    def save(self, path: str | os.PathLike, extra_tensors: dict | None = None, extra_meta: dict | None = None) -> None:
+    def save(self, path: str | os.PathLike, extra_tensors: dict | None = None, extra_meta: dict | None = None,
+             dtype: torch.dtype | None = None) -> None:
+        """Write the file format above (``dtype``: cast every tensor, e.g. fp16 for shipped weights)."""
         from safetensors.torch import save_file
 
         tensors = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}
         tensors.update(extra_tensors or {})
+        if dtype is not None:
+            tensors = {k: v.to(dtype).contiguous() for k, v in tensors.items()}
         meta = {META_KEY: json.dumps(self.metadata())}
         meta.update(extra_meta or {})
         save_file(tensors, str(path), metadata=meta)

@@ -86,7 +86,7 @@ def _files_with_metadata(folder: str, key: str) -> list[str]:
 def _projection_files() -> list[str]:
     from ..foley.conditioning import META_KEY
 
-    return _files_with_metadata(paths.CONTROLNET, META_KEY)
+    return _builtin_controlnet() + _files_with_metadata(paths.CONTROLNET, META_KEY)
 
 
 def _dtype(precision: str, device: torch.device) -> torch.dtype:
@@ -311,13 +311,16 @@ class AVLabGramConditioning(io.ComfyNode):
 
     @classmethod
     def execute(cls, embeds, projection, seconds_start=0.0, seconds_total=10.0, item=0) -> io.NodeOutput:
-        try:
-            path = paths.model_file(CONDITIONING, paths.CONTROLNET, projection)
-        except NodeInputError as exc:
-            raise NodeInputError(CONDITIONING, "projection", exc.expected) from None
+        path = _controlnet_path(CONDITIONING, "projection", projection)
         try:
             proj = load_projection(path)
-            tokens = proj.tokens({k: v for k, v in embeds.items() if k in MODALITIES}, item).detach().float().cpu()
+            present = {k: v for k, v in embeds.items() if k in MODALITIES}
+            unused = [m for m in present if m not in proj.modalities]
+            if unused and len(unused) < len(present):
+                logger.warning("%s: the projection was trained on %s; the %s embedding(s) are not used", CONDITIONING,
+                               list(proj.modalities), unused)
+                present = {k: v for k, v in present.items() if k in proj.modalities}
+            tokens = proj.tokens(present, item).detach().float().cpu()
         except ValueError as exc:
             raise NodeInputError(CONDITIONING, "embeds", f"embeddings matching the projection ({exc})") from None
         extra = {"seconds_start": float(seconds_start), "seconds_total": float(seconds_total)}
@@ -455,10 +458,31 @@ CONTROLNET = io.Custom("AVLAB_ENVELOPE_CONTROLNET")
 CN_LOADER, CN_APPLY = "AVLab Envelope ControlNet Loader", "AVLab Envelope ControlNet Apply"
 
 
+BUILTIN_CN = "AVLab built-in: synthetic tiny ControlNet (for AVLab Tiny Stable Audio)"
+
+
+def _builtin_controlnet() -> list[str]:
+    from ..foley.generator_train import BUILTIN_CONTROLNET
+
+    return [BUILTIN_CN] if BUILTIN_CONTROLNET.is_file() else []
+
+
+def _controlnet_path(node: str, input_name: str, name: str) -> str:
+    """A file of models/avlab/controlnet, or the pack's built-in tiny ControlNet (+ projection)."""
+    if name == BUILTIN_CN:
+        from ..foley.generator_train import BUILTIN_CONTROLNET
+
+        return str(BUILTIN_CONTROLNET)
+    try:
+        return paths.model_file(node, paths.CONTROLNET, name)
+    except NodeInputError as exc:
+        raise NodeInputError(node, input_name, exc.expected) from None
+
+
 def _controlnet_files() -> list[str]:
     from ..foley.controlnet import META_KEY
 
-    return _files_with_metadata(paths.CONTROLNET, META_KEY)
+    return _builtin_controlnet() + _files_with_metadata(paths.CONTROLNET, META_KEY)
 
 
 class AVLabEnvelopeControlNetLoader(io.ComfyNode):
@@ -480,10 +504,7 @@ class AVLabEnvelopeControlNetLoader(io.ComfyNode):
     def execute(cls, controlnet_name) -> io.NodeOutput:
         from ..foley.controlnet import read_controlnet_file
 
-        try:
-            path = paths.model_file(CN_LOADER, paths.CONTROLNET, controlnet_name)
-        except NodeInputError as exc:
-            raise NodeInputError(CN_LOADER, "controlnet_name", exc.expected) from None
+        path = _controlnet_path(CN_LOADER, "controlnet_name", controlnet_name)
         try:
             meta, _ = read_controlnet_file(path, tensors=False)   # Apply reads the weights, once
         except ValueError as exc:
@@ -537,5 +558,87 @@ class AVLabEnvelopeControlNetApply(io.ComfyNode):
         return io.NodeOutput(apply_envelope_controlnet(model, net, envelope, strength, start_percent, end_percent))
 
 
+TINY_STABLE_AUDIO = "AVLab Tiny Stable Audio (built-in)"
+
+
+def build_tiny_stable_audio(base_path, vae_path):
+    """ComfyUI's own ``StableAudio1`` (→ ``AudioDiffusionTransformer``) and audio ``VAE`` with the
+    pack's tiny trained weights, built in process: ComfyUI detects Stable Audio only at full size. The
+    files are the stable-audio-tools single-file layout and ComfyUI's Oobleck keys, so nothing is
+    converted; only the widths come from the files' metadata."""
+    import functools
+    import json
+
+    import comfy.ldm.audio.autoencoder as autoencoder
+    import comfy.model_base
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.sd
+    import comfy.supported_models
+    from safetensors.torch import load_file
+    from safetensors import safe_open
+
+    from ..foley.generator_train import BASE_META
+    from ..foley.oobleck import META_KEY as VAE_META, OobleckConfig
+    from ..foley.stable_audio import StableAudioDiTConfig
+
+    with safe_open(str(base_path), "pt") as f:
+        dit_cfg = StableAudioDiTConfig.from_dict(json.loads(f.metadata()[BASE_META])["dit"])
+    sd = {k: v.float() for k, v in load_file(str(base_path)).items()}
+    config = comfy.supported_models.StableAudio(dit_cfg.comfy_unet_config())
+    config.set_inference_dtype(torch.float32, None)
+
+    def seconds(name):
+        prefix = f"conditioner.conditioners.{name}."
+        return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+
+    model = comfy.model_base.StableAudio1(config, seconds_start_embedder_weights=seconds("seconds_start"),
+                                          seconds_total_embedder_weights=seconds("seconds_total"),
+                                          device=torch.device("cpu"))
+    prefix = "model.diffusion_model."
+    model.diffusion_model.load_state_dict({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
+    model.eval()
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
+                                               offload_device=mm.unet_offload_device())
+    with safe_open(str(vae_path), "pt") as f:
+        vae_cfg = OobleckConfig.from_dict(json.loads(f.metadata()[VAE_META]))
+    small = functools.partial(autoencoder.AudioOobleckVAE, in_channels=vae_cfg.in_channels, channels=vae_cfg.channels,
+                              latent_dim=vae_cfg.latent_dim, c_mults=list(vae_cfg.c_mults), strides=list(vae_cfg.strides))
+    original = comfy.sd.AudioOobleckVAE
+    comfy.sd.AudioOobleckVAE = small          # only while this VAE is built (restored even on errors)
+    try:
+        vae = comfy.sd.VAE(sd={k: v.float() for k, v in load_file(str(vae_path)).items()})
+    finally:
+        comfy.sd.AudioOobleckVAE = original
+    return patcher, vae
+
+
+class AVLabTinyStableAudio(io.ComfyNode):
+    """The pack's tiny Stable-Audio-family generator (synthetic domain) as native MODEL + VAE."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AVLabTinyStableAudio", display_name=TINY_STABLE_AUDIO, category="AVLab/FoleyGRAM",
+            description="A tiny Stable Audio Open (ComfyUI's own DiT and Oobleck VAE classes, 64-channel latents at "
+            "44100/2048 Hz) trained by AVLab on its synthetic Foley domain (impacts, friction, whooshes of coloured "
+            "objects), with its envelope ControlNet ('AVLab built-in' in the ControlNet loader): try FoleyGRAM "
+            "workflows without downloading Stable Audio Open. For real videos use Stable Audio Open.",
+            inputs=[],
+            outputs=[io.Model.Output(display_name="model"), io.Vae.Output(display_name="vae")],
+            is_experimental=True,
+        )
+
+    @classmethod
+    def execute(cls) -> io.NodeOutput:
+        from ..foley.generator_train import BUILTIN_AUDIO_AE, BUILTIN_BASE
+
+        missing = [p.name for p in (BUILTIN_BASE, BUILTIN_AUDIO_AE) if not p.is_file()]
+        if missing:
+            raise NodeInputError(TINY_STABLE_AUDIO, "weights", f"the pack's files {missing} in {BUILTIN_BASE.parent} "
+                                 "(reinstall the pack, or run scripts/train_foley_generator.py)")
+        return io.NodeOutput(*build_tiny_stable_audio(BUILTIN_BASE, BUILTIN_AUDIO_AE))
+
+
 NODES = [AVLabGramLoader, AVLabGramEncode, AVLabGramSimilarity, AVLabGramConditioning, AVLabAudioEnvelope,
-         AVLabVideoEnvelope, AVLabEnvelopeControlNetLoader, AVLabEnvelopeControlNetApply]
+         AVLabVideoEnvelope, AVLabEnvelopeControlNetLoader, AVLabEnvelopeControlNetApply, AVLabTinyStableAudio]

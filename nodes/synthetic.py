@@ -216,6 +216,14 @@ class AVLabSyntheticReferringClip(io.ComfyNode):
         return io.NodeOutput(clip.frames, clip.mask, clip.sentence)
 
 
+RETRIEVAL_PRESET = "GRAM retrieval: 8 frames at 8 fps, 16 kHz (1 s)"
+#: Clip formats of the Foley clip node: the built-in GRAM's training clips and the built-in tiny Stable
+#: Audio generator's (:class:`avlab.foley.generator_train.FoleyAudioData`).
+FOLEY_PRESETS = {RETRIEVAL_PRESET: dict(frames=8, size=64, fps=8.0, sample_rate=16000),
+                 "Foley generator: 32 frames at 16 fps, 44.1 kHz (2 s)": dict(frames=32, size=64, fps=16.0,
+                                                                             sample_rate=44100)}
+
+
 class AVLabSyntheticFoleyClip(io.ComfyNode):
     """A (video, caption, sound) triple of the synthetic domain (FoleyGRAM's GRAM, papers.md §4)."""
 
@@ -237,23 +245,29 @@ class AVLabSyntheticFoleyClip(io.ComfyNode):
                                tooltip="train: what the built-in GRAM was trained on; val: seen combinations, new "
                                "clips; test: held-out combinations."),
                 io.Int.Input("index", default=0, min=0, max=99_999, tooltip="Clip number within the split."),
+                io.Combo.Input("preset", options=list(FOLEY_PRESETS), default=RETRIEVAL_PRESET, optional=True,
+                               tooltip="The clip format: the built-in GRAM's (1 s) or the built-in Stable Audio "
+                               "generator's (2 s at 44.1 kHz, Stable Audio Open's rate)."),
             ],
             outputs=[
-                io.Image.Output(display_name="frames", tooltip="Video frames [8,64,64,3]."),
-                io.Audio.Output(display_name="audio", tooltip="The sound (16 kHz mono), as long as the video."),
-                io.Float.Output(display_name="fps", tooltip="The frame rate (8)."),
+                io.Image.Output(display_name="frames", tooltip="Video frames [T,64,64,3] (T = 8 or 32 by preset)."),
+                io.Audio.Output(display_name="audio", tooltip="The sound (mono), as long as the video."),
+                io.Float.Output(display_name="fps", tooltip="The frame rate (8 or 16 by preset)."),
                 io.String.Output(display_name="caption", tooltip="The caption."),
             ],
             is_experimental=True,
         )
 
     @classmethod
-    def execute(cls, split: str, index: int) -> io.NodeOutput:
+    def execute(cls, split: str, index: int, preset: str = None) -> io.NodeOutput:
         from ..synthetic import foley
 
         if split not in foley.SPLIT_SEEDS:
             raise NodeInputError(cls.NAME, "split", f"one of {list(foley.SPLIT_SEEDS)}", split)
-        (clip,) = foley.split_clips(split, 1, offset=index)
+        preset = preset or RETRIEVAL_PRESET
+        if preset not in FOLEY_PRESETS:
+            raise NodeInputError(cls.NAME, "preset", f"one of {list(FOLEY_PRESETS)}", preset)
+        (clip,) = foley.split_clips(split, 1, offset=index, config=foley.FoleyClipConfig(**FOLEY_PRESETS[preset]))
         logger.info("%s: %s #%d: %r", cls.NAME, split, index, clip.caption)
         return io.NodeOutput(clip.frames, media.waveform_to_audio(clip.audio[None], clip.sample_rate),
                              float(clip.fps), clip.caption)

@@ -526,10 +526,56 @@ def foleygram_video_to_audio(object_info: dict) -> dict:
     return build_ui_workflow(nodes, object_info, notes, workflow_id="foleygram_video_to_audio")
 
 
+def foleygram_synthetic_builtin(object_info: dict) -> dict:
+    """FoleyGRAM end to end on the pack's own tiny models (no weights needed): a held-out synthetic clip →
+    GRAM video token + envelope from the picture → tiny Stable Audio with the envelope ControlNet → mp4."""
+    builtin_cn = "AVLab built-in: synthetic tiny ControlNet (for AVLab Tiny Stable Audio)"
+    nodes = {
+        "clip": Node("AVLabSyntheticFoleyClip", widgets={"split": "test", "index": 0,
+                                                         "preset": "Foley generator: 32 frames at 16 fps, 44.1 kHz (2 s)"}),
+        "gram": Node("AVLabGramLoader", widgets={"gram_name": "AVLab built-in: synthetic tiny GRAM",
+                                                 "text_folder": "none", "precision": "auto"}),
+        "encode": Node("AVLabGramEncode", links={"gram": ("gram", 0), "images": ("clip", 0), "fps": ("clip", 2)},
+                       widgets={"fps": 16.0, "text": ""}, color="#232", bgcolor="#353"),
+        "envelope": Node("AVLabVideoEnvelope", links={"images": ("clip", 0), "fps": ("clip", 2)},
+                         widgets={"fps": 16.0, "rate": round(44100 / 2048, 4), "mapper": "AVLab built-in: synthetic RMS mapper"}),
+        "envelope_preview": Node("PreviewImage", title="Envelope from the picture", links={"images": ("envelope", 1)}),
+        "conditioning": Node("AVLabGramConditioning", links={"embeds": ("encode", 0), "seconds_total": ("envelope", 2)},
+                             widgets={"projection": builtin_cn, "seconds_start": 0.0, "seconds_total": 2.0, "item": 0}),
+        "model": Node("AVLabTinyStableAudio"),
+        "controlnet": Node("AVLabEnvelopeControlNetLoader", widgets={"controlnet_name": builtin_cn}),
+        "apply": Node("AVLabEnvelopeControlNetApply", links={
+            "model": ("model", 0), "controlnet": ("controlnet", 0), "envelope": ("envelope", 0)},
+            widgets={"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}),
+        "latent": Node("EmptyLatentAudio", links={"seconds": ("envelope", 2)}, widgets={"seconds": 2.0, "batch_size": 1}),
+        "sample": Node("KSampler", links={"model": ("apply", 0), "positive": ("conditioning", 0),
+                                          "negative": ("conditioning", 1), "latent_image": ("latent", 0)},
+                       widgets={"seed": 0, "steps": 50, "cfg": 1.0, "sampler_name": "euler",
+                                "scheduler": "simple", "denoise": 1.0}),
+        "decode": Node("VAEDecodeAudio", links={"samples": ("sample", 0), "vae": ("model", 1)}),
+        "save": Node("AVLabSaveVideoWithAudio", links={"images": ("clip", 0), "fps": ("clip", 2), "audio": ("decode", 0)},
+                     widgets={"fps": 16.0, "filename_prefix": "AVLab/foleygram_synthetic", "crf": 19,
+                              "audio_fit": "pad or trim"}),
+        "original": Node("PreviewAudio", title="The clip's real sound", links={"audio": ("clip", 1)}),
+    }
+    notes = [
+        Note(title="AVLab FoleyGRAM Built-in (synthetic)", text=(
+            "No weights needed. FoleyGRAM end to end on AVLab's own tiny models, trained on its synthetic Foley "
+            "domain: a held-out clip (a colour/shape/material combination never seen in training) → the built-in "
+            "GRAM's video embedding as the conditioning token, and the loudness envelope predicted from the frames "
+            "by the built-in RMS mapper → the tiny Stable Audio (ComfyUI's own Stable Audio classes, 44.1 kHz "
+            "stereo) with its envelope ControlNet → the clip with its generated sound. Set the ControlNet's "
+            "strength to 0 to hear the base model alone: the impacts lose their timing. Compare with 'The clip's "
+            "real sound'. For real videos open foleygram_video_to_audio.json. " + _SAVE_NOTE)),
+    ]
+    return build_ui_workflow(nodes, object_info, notes, workflow_id="foleygram_synthetic_builtin")
+
+
 WORKFLOWS: dict[str, Callable[[dict], dict]] = {
     "concert_multicam_edit.json": concert_multicam_edit,
     "flowrvs_referring_segmentation.json": flowrvs_referring_segmentation,
     "flowrvs_synthetic_builtin.json": flowrvs_synthetic_builtin,
+    "foleygram_synthetic_builtin.json": foleygram_synthetic_builtin,
     "foleygram_video_to_audio.json": foleygram_video_to_audio,
     "gram_similarity.json": gram_similarity,
     "gram_synthetic_builtin.json": gram_synthetic_builtin,

@@ -9,7 +9,10 @@ classes — ``comfy.supported_models.StableAudio`` → ``comfy.model_base.Stable
 
 Needs ``comfy`` importable with ``--cpu`` already parsed (the ``comfy_inprocess`` fixture does it).
 The cross-attention width (768, T5-base) and the global width (2 × 768 seconds embeddings) are what
-``StableAudio1.extra_conds`` produces, so they stay at their real size; everything else shrinks.
+``StableAudio1.extra_conds`` produces, so they stay at their real size; everything else shrinks. The
+tokens are projected to the DiT's width (``project_cond_tokens``): unprojected 768-d tokens need a
+width ≥ 768 (ComfyUI's cross-attention groups 768 / 64 = 12 key/value heads onto the query heads and
+silently degenerates below that).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from tiny_checkpoints import init_random
 #: Real-model values: io 64 latent channels, head width 64, cond tokens 768, global cond 1536.
 TINY_STABLE_AUDIO = dict(
     audio_model="dit1.0", io_channels=64, patch_size=1, embed_dim=128, cond_token_dim=768,
-    project_cond_tokens=False, global_cond_dim=1536, project_global_cond=True, input_concat_dim=0,
+    project_cond_tokens=True, global_cond_dim=1536, project_global_cond=True, input_concat_dim=0,
     prepend_cond_dim=0, depth=2, num_heads=2, transformer_type="continuous_transformer",
     global_cond_type="prepend",
 )
