@@ -3,8 +3,11 @@ Foley domain (papers.md §4; issue 10's proof). Three stages of ``python -m avla
 
 * ``foley-audio-ae`` — a tiny Oobleck VAE (:mod:`avlab.foley.oobleck`, ComfyUI's key layout, hop 2048,
   64 latent channels at 44.1 kHz stereo: Stable Audio Open's latent shape) on the domain's sounds.
-  Loss: multi-resolution STFT + 0.1 · waveform L1 + ``kl_weight`` · KL; no adversarial term (the
-  proof needs loudness over time right, not perceptual sharpness). Afterwards the latent scale is
+  Trained as a deterministic autoencoder (the posterior mean is decoded; the scale channels are pinned
+  to a tiny std afterwards): loss = multi-resolution STFT (log floor 0.1) + 0.1 · waveform L1 + a
+  log-loudness-envelope L1 + 1e-4 · mean²; no adversarial term (the proof needs loudness over time
+  right, not perceptual sharpness). ELU activations (Oobleck's non-Snake option), several times faster
+  to train on a CPU. Afterwards the latent scale is
   folded into the encoder's last and the decoder's first convolution so the latents have unit
   standard deviation, as Stable Audio Open's do (ComfyUI applies no latent scale to audio).
 * ``foley-base`` — the base model: a tiny Stable Audio DiT (:mod:`avlab.foley.stable_audio`) plus its
@@ -121,17 +124,42 @@ class AudioAEConfig:
     latent_dim: int = 64
     c_mults: tuple = (1, 2, 4, 8, 16)
     strides: tuple = (2, 4, 4, 8, 8)
-    crop_latents: int = 16                  # training crop in latent frames (16 · 2048 samples ≈ 0.74 s)
-    kl_weight: float = 1e-4
+    use_snake: bool = False                 # ELU: trains several times faster on CPU (Oobleck's other option)
+    crop_latents: int = 4                   # training crop in latent frames (4 · 2048 samples ≈ 0.19 s)
+    log_floor: float = 0.1                  # MR-STFT log-magnitude floor (:func:`~avlab.foley.oobleck.multi_resolution_stft_loss`)
+    envelope_weight: float = 1.0            # loudness-envelope term (:func:`~avlab.foley.oobleck.loudness_envelope_loss`)
+    mean_l2: float = 1e-4                   # keeps the latent scale in check (the means are decoded, no sampling)
+    input_gain: float = 20.0                # first encoder conv's magnitude × this at init (see AudioAETrainee)
+    mel_bands: int = 16                     # latent channels 0..bands-1 learn the log-mel energy of their frame
+    mel_weight: float = 1.0
 
 
 class AudioAETrainee(nn.Module):
-    def __init__(self, vae, audio: torch.Tensor, crop: int, kl_weight: float):
+    """A deterministic autoencoder pass (the posterior mean is decoded): with Stable Audio's KL weight a
+    tiny VAE trained for minutes cannot outgrow the posterior noise and settles on near-silence.
+
+    Two measures make the tiny Oobleck learn in minutes (without them the decoder ignored the latent
+    and played one constant loudness, measured): waveforms of amplitude ~0.1 keep ELU/Snake in their
+    linear range, so an encoder at default init cannot tell loud from quiet — the first convolution
+    starts ``input_gain`` × stronger; and the first ``mel_bands`` latent channels are asked for the
+    normalised log-mel energies of their 2048-sample frame (an anchor the decoder can read from the
+    start; the other channels stay free)."""
+
+    def __init__(self, vae, audio: torch.Tensor, crop: int, acfg: AudioAEConfig, sample_rate: int = 44100):
         super().__init__()
-        self.vae, self.audio, self.crop, self.kl_weight = vae, audio, crop, kl_weight
+        self.vae, self.audio, self.crop, self.acfg = vae, audio, crop, acfg
+        import torchaudio
+
+        hop = vae.cfg.hop
+        self.bands = min(acfg.mel_bands, vae.cfg.latent_dim)
+        self.mel = torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=hop, hop_length=hop,
+                                                        n_mels=max(1, self.bands), center=False)
+
+    def mel_target(self, x: torch.Tensor) -> torch.Tensor:
+        return ((self.mel(x.float().mean(1)) + 1e-5).log() + 5.0) / 4.0
 
     def forward(self, batch) -> tuple[torch.Tensor, dict]:
-        from .oobleck import reconstruction_loss
+        from .oobleck import loudness_envelope_loss, reconstruction_loss
 
         (index,) = batch
         total = self.audio.shape[-1]
@@ -139,10 +167,19 @@ class AudioAETrainee(nn.Module):
         starts = torch.randint(0, max(1, total - self.crop), (index.shape[0],), generator=g)
         x = torch.stack([self.audio[int(i), :, int(s): int(s) + self.crop] for i, s in zip(index, starts)])
         x = F.pad(x, (0, self.crop - x.shape[-1])).to(next(self.vae.parameters()).device)
-        recon, mean, std = self.vae(x)
-        rec = reconstruction_loss(recon, x)
-        kl = self.vae.kl(mean, std)
-        return rec + self.kl_weight * kl, {"recon": float(rec.detach()), "kl": float(kl.detach())}
+        mean, _ = self.vae.encode_dist(x)
+        recon = self.vae.decode(mean)[..., : x.shape[-1]]
+        rec = reconstruction_loss(recon, x, log_floor=self.acfg.log_floor)
+        env = loudness_envelope_loss(recon, x)
+        l2 = mean.pow(2).mean()
+        loss = rec + self.acfg.envelope_weight * env + self.acfg.mean_l2 * l2
+        metrics = {"recon": float(rec.detach()), "envelope": float(env.detach()), "latent_l2": float(l2.detach())}
+        if self.bands and self.acfg.mel_weight:
+            target = self.mel_target(x)
+            mel = (mean[:, : self.bands, : target.shape[-1]] - target).abs().mean()
+            loss = loss + self.acfg.mel_weight * mel
+            metrics["mel"] = float(mel.detach())
+        return loss, metrics
 
 
 def _weight_norm_convs(module: nn.Module) -> list[nn.Module]:
@@ -165,13 +202,23 @@ def fold_latent_scale(vae, scale: float) -> None:
     first.parametrizations.weight.original0.mul_(scale)
 
 
+@torch.no_grad()
+def pin_posterior_std(vae, bias: float = -12.0) -> None:
+    """Set the bias of the encoder's scale channels so ``std = softplus(scale) + 1e-4`` ≈ 1e-4: the
+    autoencoder was trained on its means, and ComfyUI's audio VAE encode samples from the posterior."""
+    last = _weight_norm_convs(vae.encoder)[-1]
+    latent = vae.cfg.latent_dim
+    last.parametrizations.weight.original0[latent:] = 0.0
+    last.bias[latent:] = bias
+
+
 def train_audio_ae(config: dict, out: str | Path, resume: bool = False, steps: int | None = None) -> dict:
     from .oobleck import OobleckConfig, OobleckVAE, save_oobleck
 
     out = Path(out)
     data = FoleyAudioData(**config.get("data", {}))
     acfg = AudioAEConfig(**config.get("model", {}))
-    tcfg = TrainConfig(**{"steps": 1500, "lr": 1e-3, "betas": (0.8, 0.99), "warmup_steps": 100, "cosine": True,
+    tcfg = TrainConfig(**{"steps": 2500, "lr": 1e-3, "betas": (0.8, 0.99), "warmup_steps": 100, "cosine": True,
                           "min_lr_ratio": 0.1, "out_dir": str(out / "checkpoints"), "resume": resume,
                           **config.get("train", {})})
     if steps:
@@ -181,10 +228,12 @@ def train_audio_ae(config: dict, out: str | Path, resume: bool = False, steps: i
     torch.manual_seed(tcfg.seed)
     vae = OobleckVAE(OobleckConfig(in_channels=2, channels=acfg.channels, latent_dim=acfg.latent_dim,
                                    c_mults=tuple(acfg.c_mults), strides=tuple(acfg.strides),
-                                   sample_rate=data.sample_rate))
+                                   use_snake=acfg.use_snake, sample_rate=data.sample_rate))
+    with torch.no_grad():
+        _weight_norm_convs(vae.encoder)[0].parametrizations.weight.original0.mul_(acfg.input_gain)
     hop = vae.cfg.hop
-    trainee = AudioAETrainee(vae, clips.audio, acfg.crop_latents * hop, acfg.kl_weight)
-    batches = IndexedBatches(torch.arange(len(clips)), batch_size=int(config.get("batch_size", 8)), seed=tcfg.seed)
+    trainee = AudioAETrainee(vae, clips.audio, acfg.crop_latents * hop, acfg, data.sample_rate)
+    batches = IndexedBatches(torch.arange(len(clips)), batch_size=int(config.get("batch_size", 16)), seed=tcfg.seed)
     result = train(trainee, lambda net, batch: net(batch), batches, tcfg)
     vae = result.model.vae.float().eval()
     val = render_clips("val", data.val_clips, data)
@@ -192,6 +241,7 @@ def train_audio_ae(config: dict, out: str | Path, resume: bool = False, steps: i
         mean, _ = vae.encode_dist(val.audio)
         scale = float(mean.std())
         fold_latent_scale(vae, scale)
+        pin_posterior_std(vae)
         mean2, _ = vae.encode_dist(val.audio)
         recon = vae.decode(mean2)[..., : val.audio.shape[-1]]
     report = {"train_seconds": round(time.time() - t0, 1), "steps": result.step, "last_metrics": result.metrics,
@@ -322,7 +372,7 @@ def train_base(config: dict, out: str | Path, resume: bool = False, steps: int |
     out = Path(out)
     data, vae = _data_and_vae(config)
     mcfg = BaseModelConfig(**config.get("model", {}))
-    tcfg = TrainConfig(**{"steps": 3000, "lr": 5e-4, "weight_decay": 0.01, "warmup_steps": 200, "cosine": True,
+    tcfg = TrainConfig(**{"steps": 2500, "lr": 5e-4, "weight_decay": 0.01, "warmup_steps": 200, "cosine": True,
                           "min_lr_ratio": 0.05, "ema": 0.999, "ema_warmup": True,
                           "out_dir": str(out / "checkpoints"), "resume": resume, **config.get("train", {})})
     if steps:
@@ -377,7 +427,7 @@ def train_controlnet(config: dict, out: str | Path, resume: bool = False, steps:
     out = Path(out)
     data, vae = _data_and_vae(config)
     base = load_base(config.get("base") or BUILTIN_BASE)
-    tcfg = TrainConfig(**{"steps": 2000, "lr": 1e-4, "weight_decay": 0.01, "warmup_steps": 100,
+    tcfg = TrainConfig(**{"steps": 1500, "lr": 1e-4, "weight_decay": 0.01, "warmup_steps": 100,
                           "out_dir": str(out / "checkpoints"), "resume": resume, **config.get("train", {})})
     if steps:
         tcfg = dataclasses.replace(tcfg, steps=steps)

@@ -286,14 +286,16 @@ class OobleckVAE(nn.Module):
 
 # --------------------------------------------------------------------------------------------- losses
 def multi_resolution_stft_loss(pred: Tensor, target: Tensor, ffts: tuple[int, ...] = (2048, 1024, 512, 256, 128),
-                               hop_ratio: float = 0.25) -> Tensor:
+                               hop_ratio: float = 0.25, log_floor: float = 0.0) -> Tensor:
     """Mean over resolutions of spectral convergence + log-magnitude L1 (auraloss' MR-STFT form).
 
     ``pred`` / ``target``: [B, C, S] (or [B, S] / [S]); channels are flattened into the batch. Per FFT
     size ``n``: Hann window of ``n``, hop ``max(1, round(n·hop_ratio))``, centred frames (reflect padding,
     or zero padding when the signal is too short to reflect); magnitudes clamped ≥ 1e-7.
     Spectral convergence = ‖|Y|−|X|‖_F / ‖|Y|‖_F over the whole batch (Y = target); log-magnitude
-    term = mean |log|Y| − log|X||. Exactly 0 for identical inputs.
+    term = mean |log(|Y| + f) − log(|X| + f)| with ``f = log_floor`` (0: plain log magnitudes; > 0 stops
+    the countless near-silent bins of sparse sounds — impacts, decays — from outweighing the loud ones).
+    Exactly 0 for identical inputs.
     """
     if pred.shape != target.shape:
         raise NodeInputError("multi_resolution_stft_loss", "pred", f"the target's shape {tuple(target.shape)}",
@@ -314,16 +316,30 @@ def multi_resolution_stft_loss(pred: Tensor, target: Tensor, ffts: tuple[int, ..
 
         mx, my = mag(x), mag(y)
         sc = torch.linalg.vector_norm(my - mx) / torch.linalg.vector_norm(my)
-        log_l1 = (my.log() - mx.log()).abs().mean()
+        log_l1 = ((my + log_floor).log() - (mx + log_floor).log()).abs().mean()
         total = total + sc + log_l1
     return total / len(ffts)
 
 
-def reconstruction_loss(pred: Tensor, target: Tensor) -> Tensor:
+def loudness_envelope_loss(pred: Tensor, target: Tensor, frame: int = 512, hop: int = 256, floor: float = 1e-3) -> Tensor:
+    """Mean |log(rms_pred + floor) − log(rms_target + floor)| over frames of ``frame`` samples (hop
+    ``hop``), channels averaged in power: phase-free, so a waveform decoder is rewarded for loudness in
+    the right place before it has learnt the right partials (a tiny decoder trained from scratch
+    otherwise settles on near-silence)."""
+    def env(a: Tensor) -> Tensor:
+        power = a.float().reshape(-1, *a.shape[-2:]).pow(2).mean(-2) if a.dim() >= 2 else a.float().pow(2)[None]
+        power = F.pad(power, (0, max(0, frame - power.shape[-1])))
+        return (power.unfold(-1, frame, hop).mean(-1).clamp_min(1e-12).sqrt() + floor).log()
+
+    return (env(pred) - env(target)).abs().mean()
+
+
+def reconstruction_loss(pred: Tensor, target: Tensor, log_floor: float = 0.0) -> Tensor:
     """MR-STFT (weight 1, :func:`multi_resolution_stft_loss` defaults) + 0.1 · waveform L1 (mean |pred −
     target|): the spectral term drives perceptual quality, the small L1 term anchors phase/sign, which
     magnitude spectra alone leave free."""
-    return multi_resolution_stft_loss(pred, target) + 0.1 * (pred.float() - target.float()).abs().mean()
+    return (multi_resolution_stft_loss(pred, target, log_floor=log_floor)
+            + 0.1 * (pred.float() - target.float()).abs().mean())
 
 
 # ---------------------------------------------------------------------------------------- save / load

@@ -603,7 +603,8 @@ def build_tiny_stable_audio(base_path, vae_path):
     with safe_open(str(vae_path), "pt") as f:
         vae_cfg = OobleckConfig.from_dict(json.loads(f.metadata()[VAE_META]))
     small = functools.partial(autoencoder.AudioOobleckVAE, in_channels=vae_cfg.in_channels, channels=vae_cfg.channels,
-                              latent_dim=vae_cfg.latent_dim, c_mults=list(vae_cfg.c_mults), strides=list(vae_cfg.strides))
+                              latent_dim=vae_cfg.latent_dim, c_mults=list(vae_cfg.c_mults), strides=list(vae_cfg.strides),
+                              use_snake=vae_cfg.use_snake)
     original = comfy.sd.AudioOobleckVAE
     comfy.sd.AudioOobleckVAE = small          # only while this VAE is built (restored even on errors)
     try:

@@ -326,6 +326,38 @@ def test_runs_gram_synthetic_builtin(comfy_host, comfy_client, object_info):
     assert ranking.split("#", 1)[1].startswith("0 a yellow metal circle sliding"), ranking
 
 
+def test_runs_foleygram_synthetic_builtin(comfy_host, comfy_client, object_info):
+    """The shipped no-weights FoleyGRAM graph (built-in GRAM, RMS mapper, tiny Stable Audio, ControlNet),
+    run twice through /prompt: with the ControlNet and at strength 0. The mp4 holds 44.1 kHz stereo as
+    long as the 2-s clip, and the ControlNet's sound follows the real sound's envelope closer (E-L1)."""
+    from avlab.foley import generator_train as G
+    from avlab.foley.metrics import e_l1
+    from avlab.synthetic import foley
+
+    if not G.BUILTIN_CONTROLNET.is_file():
+        pytest.skip("no tiny Stable Audio / ControlNet committed (scripts/train_foley_generator.py)")
+    data = G.FoleyAudioData()
+    (clip,) = foley.split_clips("test", 1, offset=0, config=data.clip_config())
+    scores = {}
+    for strength in (1.0, 0.0):
+        api = ui_to_api(_load("foleygram_synthetic_builtin.json"), object_info, overrides={
+            "AVLabEnvelopeControlNetApply": {"strength": strength},
+            "AVLabSaveVideoWithAudio": {"filename_prefix": f"workflows/foleygram_builtin_{strength}"},
+        })
+        history = comfy_client.run(api, timeout=900)
+        [save] = _ids(api, "AVLabSaveVideoWithAudio")
+        [path] = comfy_host.output_files(history, save)
+        with av.open(str(path)) as f:
+            audio, video = f.streams.audio[0], f.streams.video[0]
+            assert audio.rate == 44100 and audio.channels == 2 and video.frames == data.frames
+            assert float(audio.duration * audio.time_base) == pytest.approx(data.frames / data.fps, abs=0.03)
+        from avlab.common import media
+
+        wave, rate = media.read_audio(path)
+        scores[strength] = e_l1(wave, clip.audio[None], rate)
+    assert scores[1.0] < 0.8 * scores[0.0], scores
+
+
 def test_runs_foleygram_video_to_audio(comfy_host, comfy_client, object_info, tmp_path, comfy_inprocess):
     """The FoleyGRAM graph with tiny stand-ins: a tiny GRAM (pack format), a ControlNet + projection
     for the test-only Stable Audio (ComfyUI detects Stable Audio only at full size, so
