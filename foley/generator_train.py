@@ -128,6 +128,9 @@ class AudioAEConfig:
     crop_latents: int = 4                   # training crop in latent frames (4 · 2048 samples ≈ 0.19 s)
     log_floor: float = 0.1                  # MR-STFT log-magnitude floor (:func:`~avlab.foley.oobleck.multi_resolution_stft_loss`)
     envelope_weight: float = 1.0            # loudness-envelope term (:func:`~avlab.foley.oobleck.loudness_envelope_loss`)
+    # per-band log-mel term (:class:`~avlab.foley.oobleck.LogMelLoss`); off: 1200 steps of it on top of the
+    # shipped autoencoder moved E-L1 of the reconstruction from 0.43 to 0.51 on val (measured, rejected)
+    log_mel_weight: float = 0.0
     mean_l2: float = 1e-4                   # keeps the latent scale in check (the means are decoded, no sampling)
     input_gain: float = 20.0                # first encoder conv's magnitude × this at init (see AudioAETrainee)
     mel_bands: int = 16                     # latent channels 0..bands-1 learn the log-mel energy of their frame
@@ -154,6 +157,9 @@ class AudioAETrainee(nn.Module):
         self.bands = min(acfg.mel_bands, vae.cfg.latent_dim)
         self.mel = torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=hop, hop_length=hop,
                                                         n_mels=max(1, self.bands), center=False)
+        from .oobleck import LogMelLoss
+
+        self.log_mel = LogMelLoss(sample_rate)
 
     def mel_target(self, x: torch.Tensor) -> torch.Tensor:
         return ((self.mel(x.float().mean(1)) + 1e-5).log() + 5.0) / 4.0
@@ -174,6 +180,10 @@ class AudioAETrainee(nn.Module):
         l2 = mean.pow(2).mean()
         loss = rec + self.acfg.envelope_weight * env + self.acfg.mean_l2 * l2
         metrics = {"recon": float(rec.detach()), "envelope": float(env.detach()), "latent_l2": float(l2.detach())}
+        if self.acfg.log_mel_weight:
+            log_mel = self.log_mel(recon, x)
+            loss = loss + self.acfg.log_mel_weight * log_mel
+            metrics["log_mel"] = float(log_mel.detach())
         if self.bands and self.acfg.mel_weight:
             target = self.mel_target(x)
             mel = (mean[:, : self.bands, : target.shape[-1]] - target).abs().mean()
@@ -229,8 +239,13 @@ def train_audio_ae(config: dict, out: str | Path, resume: bool = False, steps: i
     vae = OobleckVAE(OobleckConfig(in_channels=2, channels=acfg.channels, latent_dim=acfg.latent_dim,
                                    c_mults=tuple(acfg.c_mults), strides=tuple(acfg.strides),
                                    use_snake=acfg.use_snake, sample_rate=data.sample_rate))
-    with torch.no_grad():
-        _weight_norm_convs(vae.encoder)[0].parametrizations.weight.original0.mul_(acfg.input_gain)
+    if config.get("init"):                  # continue from an earlier autoencoder (same architecture)
+        from .oobleck import load_oobleck
+
+        vae.load_state_dict(load_oobleck(config["init"]).state_dict())
+    else:
+        with torch.no_grad():
+            _weight_norm_convs(vae.encoder)[0].parametrizations.weight.original0.mul_(acfg.input_gain)
     hop = vae.cfg.hop
     trainee = AudioAETrainee(vae, clips.audio, acfg.crop_latents * hop, acfg, data.sample_rate)
     batches = IndexedBatches(torch.arange(len(clips)), batch_size=int(config.get("batch_size", 16)), seed=tcfg.seed)

@@ -334,6 +334,24 @@ def loudness_envelope_loss(pred: Tensor, target: Tensor, frame: int = 512, hop: 
     return (env(pred) - env(target)).abs().mean()
 
 
+class LogMelLoss(nn.Module):
+    """L1 between log mel magnitudes (HiFi-GAN's reconstruction term): per band, so a decoder that puts
+    the right loudness in the wrong frequencies (e.g. hiss above 8 kHz) is penalised."""
+
+    def __init__(self, sample_rate: int, n_fft: int = 2048, hop: int = 512, n_mels: int = 64, floor: float = 1e-3):
+        super().__init__()
+        import torchaudio
+
+        self.mel = torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=n_fft, hop_length=hop, n_mels=n_mels,
+                                                        power=1.0, center=True)
+        self.floor = floor
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        p = self.mel(pred.float().reshape(-1, pred.shape[-1]))
+        t = self.mel(target.float().reshape(-1, target.shape[-1]))
+        return ((p + self.floor).log() - (t + self.floor).log()).abs().mean()
+
+
 def reconstruction_loss(pred: Tensor, target: Tensor, log_floor: float = 0.0) -> Tensor:
     """MR-STFT (weight 1, :func:`multi_resolution_stft_loss` defaults) + 0.1 · waveform L1 (mean |pred −
     target|): the spectral term drives perceptual quality, the small L1 term anchors phase/sign, which

@@ -256,3 +256,24 @@ def _train_60_steps() -> tuple[float, float, float]:
     elapsed = time.perf_counter() - t0
     vae.eval()
     return before, eval_loss(), elapsed
+
+
+def test_loudness_envelope_and_log_mel_losses_know_where_and_in_which_band_the_energy_is():
+    import torchaudio
+
+    from avlab.foley.oobleck import LogMelLoss, loudness_envelope_loss
+
+    sr, n = 44100, 8192
+    t = torch.arange(n) / sr
+    tone = (0.3 * torch.sin(2 * math.pi * 440 * t)).expand(1, 2, n)
+    late = tone.clone()
+    late[..., : n // 2] = 0                                     # same tone, only in the second half
+    hiss = torch.randn(1, 2, n, generator=torch.Generator().manual_seed(0))
+    hiss = torchaudio.functional.highpass_biquad(hiss, sr, 12000)
+    hiss = hiss * tone.pow(2).mean().sqrt() / hiss.pow(2).mean().sqrt()       # same loudness, above 12 kHz
+    assert float(loudness_envelope_loss(tone, tone)) == 0.0
+    assert float(loudness_envelope_loss(late, tone)) > 1.0      # silence where the tone plays
+    assert float(loudness_envelope_loss(hiss, tone)) < 0.1      # broadband loudness cannot tell them apart...
+    log_mel = LogMelLoss(sr)
+    assert float(log_mel(tone, tone)) == 0.0
+    assert float(log_mel(hiss, tone)) > 1.0                     # ...the per-band term can
