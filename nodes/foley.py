@@ -605,10 +605,14 @@ def build_tiny_stable_audio(base_path, vae_path):
     small = functools.partial(autoencoder.AudioOobleckVAE, in_channels=vae_cfg.in_channels, channels=vae_cfg.channels,
                               latent_dim=vae_cfg.latent_dim, c_mults=list(vae_cfg.c_mults), strides=list(vae_cfg.strides),
                               use_snake=vae_cfg.use_snake)
+    vae_sd = {k: v.float() for k, v in load_file(str(vae_path)).items()}
+    marker = "decoder.layers.1.layers.0.beta"     # how comfy.sd.VAE recognises an audio VAE (a Snake parameter)
+    if marker not in vae_sd:                      # an ELU Oobleck has none: ComfyUI logs this one key as unused
+        vae_sd[marker] = torch.zeros(1)
     original = comfy.sd.AudioOobleckVAE
     comfy.sd.AudioOobleckVAE = small          # only while this VAE is built (restored even on errors)
     try:
-        vae = comfy.sd.VAE(sd={k: v.float() for k, v in load_file(str(vae_path)).items()})
+        vae = comfy.sd.VAE(sd=vae_sd)
     finally:
         comfy.sd.AudioOobleckVAE = original
     return patcher, vae
