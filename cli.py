@@ -262,6 +262,7 @@ def foley_generation_stage(out: Path, seed: int, clips: int = 4, steps: int = 25
     result = {"clips": f"{report['clips']} held-out synthetic clips (bouncing), {steps} sampling steps"}
     for run, scores in report["results"].items():
         result[f"{run}: E-L1"] = scores["e_l1"]
+        result[f"{run}: RMS-envelope L1"] = scores["rms_envelope_l1"]
         result[f"{run}: onset error ms"] = scores["onset_error_ms"]
     result["videos"] = f"{out / 'foley_generated.mp4'} (ControlNet), {out / 'foley_generated_base.mp4'} (base)"
     return result
