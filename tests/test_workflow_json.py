@@ -397,7 +397,8 @@ def _check_editor_schema(wf: dict) -> None:
 
 def test_workflows_directory_has_the_shipped_workflows():
     assert [p.name for p in WORKFLOWS] == ["concert_multicam_edit.json", "flowrvs_referring_segmentation.json",
-                                           "flowrvs_synthetic_builtin.json", "foleygram_video_to_audio.json",
+                                           "flowrvs_synthetic_builtin.json", "foleygram_synthetic_builtin.json",
+                                           "foleygram_video_to_audio.json",
                                            "gram_similarity.json",
                                            "gram_synthetic_builtin.json", "lightcache_animatediff_sd15.json",
                                            "lightcache_svd_img2vid.json", "lightcache_wan21_t2v.json",
