@@ -203,8 +203,7 @@ def fold_latent_scale(vae, scale: float) -> None:
     norm's per-channel magnitude ``g`` carries both). The sampled encode's noise std is not rescaled."""
     last = _weight_norm_convs(vae.encoder)[-1]
     first = _weight_norm_convs(vae.decoder)[0]
-    latent = first.parametrizations.weight.original1.shape[1] if isinstance(first, nn.Conv1d) else None
-    latent = latent or vae.cfg.latent_dim
+    latent = vae.cfg.latent_dim
     g_last = last.parametrizations.weight.original0
     g_last[:latent] /= scale
     if last.bias is not None:
@@ -222,17 +221,20 @@ def pin_posterior_std(vae, bias: float = -12.0) -> None:
     last.bias[latent:] = bias
 
 
+def _train_config(defaults: dict, config: dict, out: Path, resume: bool, steps: int | None) -> TrainConfig:
+    """A stage's :class:`TrainConfig`: its defaults, then the config file's ``"train"``, then ``--steps``."""
+    tcfg = TrainConfig(**{**defaults, "out_dir": str(out / "checkpoints"), "resume": resume, **config.get("train", {})})
+    return dataclasses.replace(tcfg, steps=steps) if steps else tcfg
+
+
 def train_audio_ae(config: dict, out: str | Path, resume: bool = False, steps: int | None = None) -> dict:
     from .oobleck import OobleckConfig, OobleckVAE, save_oobleck
 
     out = Path(out)
     data = FoleyAudioData(**config.get("data", {}))
     acfg = AudioAEConfig(**config.get("model", {}))
-    tcfg = TrainConfig(**{"steps": 2500, "lr": 1e-3, "betas": (0.8, 0.99), "warmup_steps": 100, "cosine": True,
-                          "min_lr_ratio": 0.1, "out_dir": str(out / "checkpoints"), "resume": resume,
-                          **config.get("train", {})})
-    if steps:
-        tcfg = dataclasses.replace(tcfg, steps=steps)
+    tcfg = _train_config({"steps": 2500, "lr": 1e-3, "betas": (0.8, 0.99), "warmup_steps": 100, "cosine": True,
+                          "min_lr_ratio": 0.1}, config, out, resume, steps)
     t0 = time.time()
     clips = render_clips("train", data.train_clips, data)
     torch.manual_seed(tcfg.seed)
@@ -387,11 +389,8 @@ def train_base(config: dict, out: str | Path, resume: bool = False, steps: int |
     out = Path(out)
     data, vae = _data_and_vae(config)
     mcfg = BaseModelConfig(**config.get("model", {}))
-    tcfg = TrainConfig(**{"steps": 2500, "lr": 5e-4, "weight_decay": 0.01, "warmup_steps": 200, "cosine": True,
-                          "min_lr_ratio": 0.05, "ema": 0.999, "ema_warmup": True,
-                          "out_dir": str(out / "checkpoints"), "resume": resume, **config.get("train", {})})
-    if steps:
-        tcfg = dataclasses.replace(tcfg, steps=steps)
+    tcfg = _train_config({"steps": 2500, "lr": 5e-4, "weight_decay": 0.01, "warmup_steps": 200, "cosine": True,
+                          "min_lr_ratio": 0.05, "ema": 0.999, "ema_warmup": True}, config, out, resume, steps)
     t0 = time.time()
     clips = render_clips("train", data.train_clips, data)
     latents = encode_latents(vae, clips.audio)
@@ -442,10 +441,8 @@ def train_controlnet(config: dict, out: str | Path, resume: bool = False, steps:
     out = Path(out)
     data, vae = _data_and_vae(config)
     base = load_base(config.get("base") or BUILTIN_BASE)
-    tcfg = TrainConfig(**{"steps": 1500, "lr": 1e-4, "weight_decay": 0.01, "warmup_steps": 100,
-                          "out_dir": str(out / "checkpoints"), "resume": resume, **config.get("train", {})})
-    if steps:
-        tcfg = dataclasses.replace(tcfg, steps=steps)
+    tcfg = _train_config({"steps": 1500, "lr": 1e-4, "weight_decay": 0.01, "warmup_steps": 100},
+                         config, out, resume, steps)
     t0 = time.time()
     clips = render_clips("train", data.train_clips, data)
     latents = encode_latents(vae, clips.audio)

@@ -575,16 +575,18 @@ def build_tiny_stable_audio(base_path, vae_path):
     import comfy.model_patcher
     import comfy.sd
     import comfy.supported_models
-    from safetensors.torch import load_file
     from safetensors import safe_open
 
     from ..foley.generator_train import BASE_META
     from ..foley.oobleck import META_KEY as VAE_META, OobleckConfig
     from ..foley.stable_audio import StableAudioDiTConfig
 
-    with safe_open(str(base_path), "pt") as f:
-        dit_cfg = StableAudioDiTConfig.from_dict(json.loads(f.metadata()[BASE_META])["dit"])
-    sd = {k: v.float() for k, v in load_file(str(base_path)).items()}
+    def read(path):                              # tensors (fp32) and header metadata, one read per file
+        with safe_open(str(path), "pt") as f:
+            return {k: f.get_tensor(k).float() for k in f.keys()}, f.metadata() or {}
+
+    sd, meta = read(base_path)
+    dit_cfg = StableAudioDiTConfig.from_dict(json.loads(meta[BASE_META])["dit"])
     config = comfy.supported_models.StableAudio(dit_cfg.comfy_unet_config())
     config.set_inference_dtype(torch.float32, None)
 
@@ -600,12 +602,11 @@ def build_tiny_stable_audio(base_path, vae_path):
     model.eval()
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
                                                offload_device=mm.unet_offload_device())
-    with safe_open(str(vae_path), "pt") as f:
-        vae_cfg = OobleckConfig.from_dict(json.loads(f.metadata()[VAE_META]))
+    vae_sd, vae_meta = read(vae_path)
+    vae_cfg = OobleckConfig.from_dict(json.loads(vae_meta[VAE_META]))
     small = functools.partial(autoencoder.AudioOobleckVAE, in_channels=vae_cfg.in_channels, channels=vae_cfg.channels,
                               latent_dim=vae_cfg.latent_dim, c_mults=list(vae_cfg.c_mults), strides=list(vae_cfg.strides),
                               use_snake=vae_cfg.use_snake)
-    vae_sd = {k: v.float() for k, v in load_file(str(vae_path)).items()}
     marker = "decoder.layers.1.layers.0.beta"     # how comfy.sd.VAE recognises an audio VAE (a Snake parameter)
     if marker not in vae_sd:                      # an ELU Oobleck has none: ComfyUI logs this one key as unused
         vae_sd[marker] = torch.zeros(1)
