@@ -108,7 +108,7 @@ class LightCacheHandle:
             self._step, self._slot = step, 0
         shape_key = (tuple(sample.shape), str(sample.dtype))
         self._token = st.timing_begin(sample.device)
-        st.start_call(step, [("call", self._slot)], shape_key, None)
+        st.start_call(step, [("call", self._slot)], shape_key, None, probe=sample)
         self._slot += 1
         return None
 
@@ -149,7 +149,7 @@ def apply(module: nn.Module, config: LightCacheConfig | None = None, **overrides
     Args:
         module: ``UNetSpatioTemporalConditionModel``, ``UNetMotionModel``, ``UNet2DConditionModel`` or
             ``WanTransformer3DModel``.
-        config: a :class:`LightCacheConfig` (defaults: interval 3, depth 0, uniform, whole schedule).
+        config: a :class:`LightCacheConfig` (defaults: see :class:`LightCacheConfig`).
         **overrides: fields replacing those of ``config`` (e.g. ``cache_interval=2``).
 
     Returns:

@@ -23,8 +23,15 @@ of the run is a cache step (interval 1 stores nothing and runs the host's code p
 
 Log line (one per run): steps whose every call reused the cache, cache calls / all calls, misses
 (a scheduled cache step that had to run full because its key had nothing stored), the denoiser
-speed-up estimated from measured per-call wall time (medians of full and cache calls; the compute
-stream is synchronised around each call on CUDA), the peak bytes held by the cache and where.
+speed-up estimated from measured per-call wall time (medians of full and cache calls; on CUDA the
+compute stream is synchronised around each call only with ``verbose``, so the estimate is rough
+without it), the peak bytes held by the cache and where.
+
+Adaptive schedule (``schedule="adaptive"``, :mod:`.adaptive`): inside the cache window every call
+whose keys all hold a feature asks each key's :class:`~.adaptive.ReuseEstimator` for the predicted
+error of reuse at this call's probe; it reuses only if every slot is within ``adaptive_error`` and
+none has reused ``cache_interval - 1`` times in a row. The estimators are part of the state:
+``reset()`` (end of a run, error, interrupt) forgets them.
 """
 
 from __future__ import annotations
@@ -38,12 +45,15 @@ from typing import Any, Hashable, Sequence
 import torch
 
 from ..common.errors import NodeInputError
-from .schedule import SCHEDULES, UNIFORM, full_step_mask, step_index
+from .adaptive import ReuseEstimator, probe as make_probe
+from .schedule import ADAPTIVE, SCHEDULES, full_step_mask, step_index
 from .swap import SWAP_MODES, FeatureStore, resolve_swap
 
 logger = logging.getLogger(__name__)
 
 NODE = "AVLab LightCache"
+#: default ``adaptive_error`` (chosen on the tuning half of the benchmark zoo, see the README)
+DEFAULT_ADAPTIVE_ERROR = 0.1
 
 FULL = "full"
 CACHE = "cache"
@@ -62,7 +72,9 @@ class LightCacheConfig:
             *and* trailing blocks that always run; blocks ``[cache_depth, N - cache_depth)`` are cached
             (0 = the whole stack, as the official EasyAnimate code does).
         start_percent, end_percent: caching only for steps with ``start <= i / steps <= end``.
-        schedule: ``"uniform"`` or ``"non-uniform"`` (see :mod:`.schedule`).
+        schedule: ``"adaptive"`` (default), ``"uniform"`` or ``"non-uniform"`` (see :mod:`.schedule`).
+        adaptive_error: adaptive schedule only — the largest predicted relative L1 error of a reused
+            feature (:mod:`.adaptive`); 0 = never reuse. Ignored by the fixed schedules.
         swap: ``"auto"`` (swap to pinned CPU memory when the model runs on CUDA), ``"on"``, ``"off"``.
         temporal_chunks, spatial_chunks: feature chunking (see :mod:`.chunking`); 1 = off.
         verbose: log every call's decision.
@@ -72,11 +84,12 @@ class LightCacheConfig:
     cache_depth: int = 0
     start_percent: float = 0.0
     end_percent: float = 1.0
-    schedule: str = UNIFORM
+    schedule: str = ADAPTIVE
     swap: str = "auto"
     temporal_chunks: int = 1
     spatial_chunks: int = 1
     verbose: bool = False
+    adaptive_error: float = DEFAULT_ADAPTIVE_ERROR
 
     def validated(self, node: str = NODE) -> "LightCacheConfig":
         """Return ``self`` or raise :class:`NodeInputError` naming the bad input."""
@@ -96,6 +109,9 @@ class LightCacheConfig:
                                  self.start_percent)
         if self.schedule not in SCHEDULES:
             raise NodeInputError(node, "schedule", f"one of {list(SCHEDULES)}", self.schedule)
+        v = self.adaptive_error
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.0 <= v <= 10.0:
+            raise NodeInputError(node, "adaptive_error", "a number in [0, 10] (0 = never reuse)", v)
         if self.swap not in SWAP_MODES:
             raise NodeInputError(node, "swap", f"one of {list(SWAP_MODES)}", self.swap)
         for name in ("temporal_chunks", "spatial_chunks"):
@@ -138,6 +154,7 @@ class RunStats:
     misses: int = 0
     t_full: list = field(default_factory=list)
     t_cached: list = field(default_factory=list)
+    predicted_errors: list = field(default_factory=list)  # adaptive: predicted error of each reuse
 
     @property
     def skipped_steps(self) -> int:
@@ -198,6 +215,7 @@ class CacheState:
         self._timed: list[Call] | None = None  # calls started since timing_begin
         self._full_step: int | None = None      # the full step whose calls are running
         self._order: list[tuple] = []           # (slots, base) of the calls of the last full step, in order
+        self.estimators: dict[tuple, ReuseEstimator] = {}  # adaptive schedule: per cache key
         return self
 
     # -- run lifecycle -----------------------------------------------------------------------------
@@ -237,8 +255,12 @@ class CacheState:
 
     # -- per call ----------------------------------------------------------------------------------
     def start_call(self, step: int | None, slots: Sequence[Hashable], shape_key: tuple,
-                   window_key: Hashable = None) -> Call:
-        """Decide full / cache for one model call and remember it as :attr:`current`."""
+                   window_key: Hashable = None, probe: torch.Tensor | None = None) -> Call:
+        """Decide full / cache for one model call and remember it as :attr:`current`.
+
+        ``probe`` (adaptive schedule): the tensor the reuse decision looks at, batch = the call's
+        slots in order (see :mod:`.adaptive`); without it an adaptive call runs full.
+        """
         call = Call(step=step, slots=tuple(slots), base=(shape_key, window_key))
         if not self.running or step is None or self.store is None:
             call.mode = OFF
@@ -248,6 +270,10 @@ class CacheState:
             cached = all(call.key(n, s) in self.store for n in self.names for s in call.slots)
             if not want_full and not cached:
                 self.stats.misses += 1
+            if self.config.schedule == ADAPTIVE and probe is not None:
+                call.scratch["probes"] = self._slot_probes(call, probe)
+                if not want_full and cached:
+                    want_full = not self._adaptive_reuse(call)
             call.mode = CACHE if (not want_full and cached) else FULL
             if call.mode == FULL:
                 call.store = step < self._last_cache_step
@@ -266,12 +292,48 @@ class CacheState:
                 if nxt is not None:
                     self._prefetch(*nxt)                       # and the next call's, one ahead
         if self.config.verbose:
-            logger.info("%s [verbose] step %s slots %s shape %s window %s -> %s", self.name, step,
-                        list(call.slots), shape_key, window_key, call.mode)
+            logger.info("%s [verbose] step %s slots %s shape %s window %s -> %s%s", self.name, step,
+                        list(call.slots), shape_key, window_key, call.mode,
+                        (f" (predicted error {call.scratch['predicted_error']:.4f})"
+                         if "predicted_error" in call.scratch else ""))
         self.current = call
         if self._timed is not None:
             self._timed.append(call)
         return call
+
+    # -- adaptive schedule ---------------------------------------------------------------------------
+    @staticmethod
+    def _slot_probes(call: Call, x: torch.Tensor) -> list[torch.Tensor]:
+        n = len(call.slots)
+        per = x.shape[0] // n
+        return [make_probe(x if n == 1 else x.narrow(0, i * per, per)) for i in range(n)]
+
+    def _estimator_key(self, call: Call, slot: Hashable) -> tuple:
+        return call.key(self.names[0] if self.names else "", slot)
+
+    def _adaptive_reuse(self, call: Call) -> bool:
+        """True when every slot's predicted error is within ``adaptive_error`` and under the run cap."""
+        errors = []
+        for slot, xp in zip(call.slots, call.scratch["probes"]):
+            est = self.estimators.get(self._estimator_key(call, slot))
+            if est is None or est.run + 1 >= self.config.cache_interval:
+                return False
+            err = est.predicted_error(xp)
+            if err is None or err > self.config.adaptive_error:
+                return False
+            errors.append(err)
+        for slot in call.slots:
+            self.estimators[self._estimator_key(call, slot)].run += 1
+        call.scratch["predicted_error"] = max(errors)
+        self.stats.predicted_errors.append(max(errors))
+        return True
+
+    def _observe_full(self, call: Call, slot_index: int, slot: Hashable, feature: torch.Tensor) -> None:
+        probes = call.scratch.get("probes")
+        if probes is None:
+            return
+        est = self.estimators.setdefault(self._estimator_key(call, slot), ReuseEstimator())
+        est.observe_full(probes[slot_index], make_probe(feature))
 
     def _prefetch(self, slots, base) -> None:
         for n in self.names:
@@ -305,6 +367,8 @@ class CacheState:
         for i, slot in enumerate(call.slots):
             part = tensor if n == 1 else tensor.narrow(0, i * per, per)
             self.store.put(call.key(name, slot), part, owned=owned, meta=meta)
+            if self.names and name == self.names[0]:
+                self._observe_full(call, i, slot, part)
 
     def fetch_feature(self, call: Call, name: str, fresh: bool = False) -> torch.Tensor:
         """The cached feature for the call's slots, reassembled along dim 0.
@@ -321,13 +385,15 @@ class CacheState:
 
     # -- timing (whole model calls) ----------------------------------------------------------------
     def timing_begin(self, device: torch.device | None = None) -> tuple:
-        _sync(device)
+        if self.config.verbose:  # exact per-call times on CUDA cost two synchronisations per call
+            _sync(device)
         self._timed = []
         return (time.perf_counter(), device)
 
     def timing_end(self, token: tuple) -> None:
         t0, device = token
-        _sync(device)
+        if self.config.verbose:
+            _sync(device)
         dt = time.perf_counter() - t0
         modes = {c.mode for c in (self._timed or [])}
         self._timed = None
@@ -346,10 +412,14 @@ class CacheState:
         size = _fmt_bytes(store.peak_bytes if store is not None else 0)
         where = store.location if store is not None else "nowhere"
         c = self.config
+        sched = c.schedule
+        if sched == ADAPTIVE:
+            worst = max(s.predicted_errors, default=0.0)
+            sched = f"adaptive (error <= {c.adaptive_error:g}, largest predicted {worst:.3f}, at most {c.cache_interval - 1} reuses in a row)"
         return (f"{self.name} - skipped {s.skipped_steps}/{s.steps} steps ({s.cached_calls}/{total} model "
                 f"calls reused the cache, {s.misses} cache misses); est. denoiser speed-up {sp_txt} "
                 f"(per-call wall time); cache {size} peak in {where}; {self.description}, "
-                f"interval {c.cache_interval}, {c.schedule}, steps {c.start_percent:.2f}-{c.end_percent:.2f}")
+                f"interval {c.cache_interval}, {sched}, steps {c.start_percent:.2f}-{c.end_percent:.2f}")
 
     def finish_run(self) -> str:
         """Log the one summary line of this run and return it (never raises)."""

@@ -123,9 +123,11 @@ def _state(transformer_options: Any) -> CacheState | None:
 
 
 def _start_call(st: CacheState, to: dict, x):
+    """Start a call; ``x`` is also the adaptive schedule's probe (U-Net: the model input; DiT: the hidden
+    state entering the cached block range)."""
     slots, shape_key, win = call_keys(to, x)
     step = st.step_from_sigmas(to.get("sigmas"), to.get("sample_sigmas"))
-    return st.start_call(step, slots, shape_key, win)
+    return st.start_call(step, slots, shape_key, win, probe=x)
 
 
 # -- wrappers -----------------------------------------------------------------------------------------

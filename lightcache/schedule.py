@@ -25,7 +25,12 @@ step 0 when the window starts there):
   about ``2 * cache_interval - 1``. (DeepCache's own "non-uniform" centres the density on a chosen
   step with a 1.2 power; ours needs no extra knob.)
 
-``cache_interval == 1`` gives all-full masks for both schedules (tested: interval 1 ≡ no cache).
+* ``"adaptive"`` — no fixed placement: every step of the window *may* reuse the cache, and
+  :class:`~.cache.CacheState` decides per call from the predicted error of reuse (see
+  :mod:`.adaptive`); ``cache_interval`` then caps the run of consecutive reuses (a full step at least
+  every ``cache_interval`` steps). The mask marks the window's steps as cache candidates.
+
+``cache_interval == 1`` gives all-full masks for every schedule (tested: interval 1 ≡ no cache).
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from typing import Sequence
 
 UNIFORM = "uniform"
 NON_UNIFORM = "non-uniform"
-SCHEDULES = (UNIFORM, NON_UNIFORM)
+ADAPTIVE = "adaptive"
+SCHEDULES = (ADAPTIVE, UNIFORM, NON_UNIFORM)
 
 _EPS = 1e-9
 
@@ -68,7 +74,9 @@ def full_step_mask(num_steps: int, cache_interval: int, start_percent: float = 0
         num_steps: sampler steps in this run (``len(sample_sigmas) - 1``).
         cache_interval: a full step every ``cache_interval`` steps (1 = never reuse).
         start_percent, end_percent: caching allowed only for ``start <= i / num_steps <= end``.
-        schedule: ``"uniform"`` or ``"non-uniform"`` (see the module docstring).
+        schedule: ``"adaptive"``, ``"uniform"`` or ``"non-uniform"`` (see the module docstring); for
+            ``"adaptive"`` the mask is True outside the window (always full) and False inside it
+            (a candidate, decided per call).
     """
     if cache_interval < 1:
         raise ValueError(f"cache_interval must be >= 1, got {cache_interval}")
@@ -81,7 +89,9 @@ def full_step_mask(num_steps: int, cache_interval: int, start_percent: float = 0
     lo, hi = window
     anchor = lo - 1 if lo > 0 else 0  # a step that is full anyway
     span = hi - anchor + 1
-    if schedule == UNIFORM:
+    if schedule == ADAPTIVE:
+        full = {anchor}
+    elif schedule == UNIFORM:
         full = {anchor + r for r in range(0, span, cache_interval)}
     else:
         full = {anchor + r for r in _quadratic_positions(span, math.ceil(span / cache_interval))}

@@ -21,6 +21,14 @@ from ..lightcache.comfy_glue import apply_to_model_patcher
 from ..lightcache.schedule import SCHEDULES
 from ..lightcache.swap import SWAP_MODES
 
+DEFAULTS = LightCacheConfig()  # the node's defaults are the library's (one place, chosen on the zoo)
+
+
+ADAPTIVE_ERROR_TOOLTIP = (
+    "Adaptive schedule only: the largest predicted relative L1 error of a reused feature (0.1 = the cached "
+    "features may be 10 % off). Lower = more full steps, higher quality. 0 = never reuse (identical output). "
+    "Measured on the pack's benchmark zoo: see README.")
+
 
 class AVLabLightCache(io.ComfyNode):
     @classmethod
@@ -36,22 +44,24 @@ class AVLabLightCache(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to accelerate (U-Net: SD1.5/SDXL/SVD/"
                                "AnimateDiff; DiT: Wan 2.1/2.2, Stable Audio)."),
-                io.Int.Input("cache_interval", default=3, min=1, max=50, step=1,
-                             tooltip="Run the whole network every this many steps and reuse the cached deep "
-                                     "features in between. 1 = no caching (identical output)."),
-                io.Int.Input("cache_depth", default=0, min=0, max=64, step=1,
+                io.Int.Input("cache_interval", default=DEFAULTS.cache_interval, min=1, max=50, step=1,
+                             tooltip="Fixed schedules: run the whole network every this many steps and reuse "
+                                     "the cached deep features in between. Adaptive: a full step at least "
+                                     "every this many steps. 1 = no caching (identical output)."),
+                io.Int.Input("cache_depth", default=DEFAULTS.cache_depth, min=0, max=64, step=1,
                              tooltip="U-Net: branch id — skip connections 0..cache_depth (input blocks) form "
                                      "the shallow path that always runs; 0 is fastest (DeepCache branch 0). "
                                      "DiT: number of leading and of trailing blocks that always run; the "
                                      "blocks between are cached (0 = the whole stack)."),
-                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
+                io.Float.Input("start_percent", default=DEFAULTS.start_percent, min=0.0, max=1.0, step=0.01,
                                tooltip="Fraction of the sampling steps before which every step is full."),
-                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
+                io.Float.Input("end_percent", default=DEFAULTS.end_percent, min=0.0, max=1.0, step=0.01,
                                tooltip="Fraction of the sampling steps after which every step is full."),
-                io.Combo.Input("schedule", options=list(SCHEDULES), default=SCHEDULES[0],
-                               tooltip="uniform: a full step every cache_interval steps. non-uniform: the same "
-                                       "number of full steps, dense early (where the trajectory changes "
-                                       "fast) and sparse late."),
+                io.Combo.Input("schedule", options=list(SCHEDULES), default=DEFAULTS.schedule,
+                               tooltip="adaptive: each step reuses the cache only while the predicted error "
+                                       "stays under adaptive_error (safe on unseen models). uniform: a full "
+                                       "step every cache_interval steps. non-uniform: the same number of full "
+                                       "steps, dense early and sparse late (measured worse than uniform)."),
                 io.Combo.Input("swap", options=list(SWAP_MODES), default="auto",
                                tooltip="Keep cached features in pinned CPU memory between steps and copy them "
                                        "back asynchronously one step ahead. auto = on when the model runs on "
@@ -65,16 +75,21 @@ class AVLabLightCache(io.ComfyNode):
                                      "modules, SVD time mixing) into this many chunks. 1 = off; the paper "
                                      "uses 2."),
                 io.Boolean.Input("verbose", default=False,
-                                 tooltip="Log the full/cache decision of every model call."),
+                                 tooltip="Log the full/cache decision of every model call (and time calls "
+                                         "exactly on CUDA)."),
+                # optional and last: prompts and workflows saved before it existed keep loading
+                io.Float.Input("adaptive_error", default=DEFAULTS.adaptive_error, min=0.0, max=10.0, step=0.01,
+                               optional=True, tooltip=ADAPTIVE_ERROR_TOOLTIP),
             ],
             outputs=[io.Model.Output(tooltip="The model with LightCache applied (the input model is unchanged).")],
         )
 
     @classmethod
     def validate_inputs(cls, cache_interval, cache_depth, start_percent, end_percent, temporal_chunks,
-                        spatial_chunks) -> bool | str:
+                        spatial_chunks, adaptive_error=DEFAULTS.adaptive_error) -> bool | str:
         values = dict(cache_interval=cache_interval, cache_depth=cache_depth, start_percent=start_percent,
-                      end_percent=end_percent, temporal_chunks=temporal_chunks, spatial_chunks=spatial_chunks)
+                      end_percent=end_percent, temporal_chunks=temporal_chunks, spatial_chunks=spatial_chunks,
+                      adaptive_error=adaptive_error)
         if any(v is None for v in values.values()):  # linked inputs are checked in execute
             return True
         try:
@@ -85,11 +100,12 @@ class AVLabLightCache(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, cache_interval, cache_depth, start_percent, end_percent, schedule, swap,
-                temporal_chunks, spatial_chunks, verbose) -> io.NodeOutput:
+                temporal_chunks, spatial_chunks, verbose,
+                adaptive_error=DEFAULTS.adaptive_error) -> io.NodeOutput:
         config = LightCacheConfig(cache_interval=cache_interval, cache_depth=cache_depth,
                                   start_percent=start_percent, end_percent=end_percent, schedule=schedule,
                                   swap=swap, temporal_chunks=temporal_chunks, spatial_chunks=spatial_chunks,
-                                  verbose=verbose)
+                                  verbose=verbose, adaptive_error=adaptive_error)
         return io.NodeOutput(apply_to_model_patcher(model, config, WrappersMP, NODE))
 
 

@@ -214,7 +214,7 @@ def test_interval_1_is_bit_exact_over_a_multi_step_loop(case):
 
 def test_interval_3_reuses_the_cache_exactly_on_the_scheduled_steps(case):
     ref = _loop(case)
-    with lightcache.apply(case.model, cache_interval=3) as handle:
+    with lightcache.apply(case.model, schedule="uniform", cache_interval=3) as handle:
         out = _loop(case, handle)
     mask = full_step_mask(6, 3)
     for step, (a, b) in enumerate(zip(ref, out)):
@@ -228,7 +228,7 @@ def test_cache_error_is_small_when_adjacent_steps_are_redundant(case):
     errs = {}
     for name, ts in (("close", close), ("far", far)):
         ref = _loop(case, timesteps=ts)
-        with lightcache.apply(case.model, cache_interval=4) as handle:
+        with lightcache.apply(case.model, schedule="uniform", cache_interval=4) as handle:
             out = _loop(case, handle, timesteps=ts)
         errs[name] = max(float((a[0] - b[0]).norm() / a[0].norm()) for a, b in zip(ref, out))
     assert 0 < errs["close"] < 0.02
@@ -239,7 +239,7 @@ def test_remove_restores_the_model_exactly(case):
     before_sd = {k: v.clone() for k, v in case.model.state_dict().items()}
     before = _structure(case.model)
     ref = case(700.0)
-    handle = lightcache.apply(case.model, cache_interval=2, cache_depth=1)
+    handle = lightcache.apply(case.model, schedule="uniform", cache_interval=2, cache_depth=1)
     assert _structure(case.model) != before
     _loop(case, handle)
     handle.remove()
@@ -252,14 +252,14 @@ def test_remove_restores_the_model_exactly(case):
 
 def test_outside_a_run_the_model_computes_as_without_lightcache(case):
     ref = case(650.0)
-    with lightcache.apply(case.model, cache_interval=3):
+    with lightcache.apply(case.model, schedule="uniform", cache_interval=3):
         assert torch.equal(case(650.0), ref)
 
 
 def test_cache_call_on_an_unchanged_input_reproduces_the_full_call(case):
     # With the deep feature still current, the shallow path + cached feature must give the full output:
     # the stand-ins returned by skipped modules never reach the result.
-    with lightcache.apply(case.model, cache_interval=2, cache_depth=0) as handle:
+    with lightcache.apply(case.model, schedule="uniform", cache_interval=2, cache_depth=0) as handle:
         with handle.run(2):
             handle.set_step(0)
             full = case(500.0)
@@ -274,7 +274,7 @@ def test_cache_call_on_an_unchanged_input_reproduces_the_full_call(case):
 
 def test_each_unet_depth_reproduces_the_full_call_on_an_unchanged_input(motion):
     for depth in range(diffusers_unet_skip_count(motion.model)):
-        with lightcache.apply(motion.model, cache_interval=2, cache_depth=depth) as handle:
+        with lightcache.apply(motion.model, schedule="uniform", cache_interval=2, cache_depth=depth) as handle:
             with handle.run(2):
                 handle.set_step(0)
                 full = motion(500.0)
@@ -293,7 +293,7 @@ def test_deepest_branch_caches_only_the_mid_block(motion):
 
 def test_cond_and_uncond_calls_are_cached_separately(motion):
     # CFG run as two calls per step (cond, uncond): cond must see exactly what a cond-only run sees.
-    with lightcache.apply(motion.model, cache_interval=3) as handle:
+    with lightcache.apply(motion.model, schedule="uniform", cache_interval=3) as handle:
         both = _loop(motion, handle, conds=(0, 1))
         only_cond = _loop(motion, handle, conds=(0,))
         only_uncond = _loop(motion, handle, conds=(1,))
@@ -303,7 +303,7 @@ def test_cond_and_uncond_calls_are_cached_separately(motion):
 
 def test_a_change_of_resolution_is_cached_separately(motion):
     small, large = motion.x, torch.randn(1, 4, 3, 16, 16, generator=torch.Generator().manual_seed(3))
-    with lightcache.apply(motion.model, cache_interval=3) as handle:
+    with lightcache.apply(motion.model, schedule="uniform", cache_interval=3) as handle:
         runs = [_loop(motion, handle, x=small), _loop(motion, handle, x=large)]
         with handle.run(len(TIMESTEPS)):  # both resolutions alternating within one run
             mixed = [(motion(t, 0, small), motion(t, 0, large)) for t in TIMESTEPS]
@@ -312,7 +312,7 @@ def test_a_change_of_resolution_is_cached_separately(motion):
 
 
 def test_state_is_reset_after_an_exception_mid_run(motion):
-    with lightcache.apply(motion.model, cache_interval=3) as handle:
+    with lightcache.apply(motion.model, schedule="uniform", cache_interval=3) as handle:
         clean = _loop(motion, handle)
         with pytest.raises(RuntimeError, match="stop"):
             with handle.run(len(TIMESTEPS)):
@@ -325,7 +325,7 @@ def test_state_is_reset_after_an_exception_mid_run(motion):
 
 
 def test_swapped_cache_gives_the_same_output_with_one_host_buffer_per_key(motion):
-    with lightcache.apply(motion.model, cache_interval=3) as handle:
+    with lightcache.apply(motion.model, schedule="uniform", cache_interval=3) as handle:
         ref = _loop(motion, handle)
         out = []
         with handle.run(len(TIMESTEPS)):
@@ -339,7 +339,7 @@ def test_swapped_cache_gives_the_same_output_with_one_host_buffer_per_key(motion
 def test_chunking_runs_under_the_cache_and_is_removed_with_it(motion):
     before = _structure(motion.model)
     ref = _loop(motion)
-    with lightcache.apply(motion.model, cache_interval=3, temporal_chunks=2, spatial_chunks=2) as handle:
+    with lightcache.apply(motion.model, schedule="uniform", cache_interval=3, temporal_chunks=2, spatial_chunks=2) as handle:
         out = _loop(motion, handle)
         stats = handle.chunking.stats
         assert stats.chunk_runs > 0 and stats.chunked_calls > 0
@@ -371,7 +371,7 @@ def test_unet2d_with_freeu_cache_call_reproduces_the_full_call_at_every_depth():
     unet.enable_freeu(s1=0.9, s2=0.2, b1=1.2, b2=1.4)
     x, ctx = torch.randn(2, 4, 8, 8), torch.randn(2, 5, 32)
     for depth in range(diffusers_unet_skip_count(unet)):
-        with lightcache.apply(unet, cache_interval=3, cache_depth=depth) as handle, torch.no_grad():
+        with lightcache.apply(unet, schedule="uniform", cache_interval=3, cache_depth=depth) as handle, torch.no_grad():
             with handle.run(3):
                 outs = []
                 for step in range(3):
@@ -392,7 +392,7 @@ def test_device_residency_per_call(offload):
     next call's; after a cache call its feature leaves the device (swap on)."""
     from avlab.lightcache.cache import CACHE, FULL, CacheState
 
-    cfg = LightCacheConfig(cache_interval=3, start_percent=0.0, end_percent=1.0).validated()
+    cfg = LightCacheConfig(cache_interval=3, start_percent=0.0, end_percent=1.0, schedule="uniform").validated()
     st = CacheState(cfg, names=("deep",), description="test")
     st.begin_run(9, "cpu")
     st.store.offload = offload                    # CPU: exercise both store modes

@@ -105,6 +105,7 @@ def _sample(comfy, model, latent, positive, negative, steps=6, cfg=3.0, callback
 
 
 def _lightcache(comfy, model, **settings):
+    settings.setdefault("schedule", "uniform")  # the fixed schedule's mechanics; adaptive has its own tests
     return apply_to_model_patcher(model, LightCacheConfig(**settings), comfy.patcher_extension.WrappersMP)
 
 
@@ -133,6 +134,43 @@ def test_unet_interval_3_reuses_the_deep_part_and_logs_one_summary(comfy, sd_mod
     lines = [r.getMessage() for r in caplog.records if "LightCache - skipped" in r.getMessage()]
     assert len(lines) == 1 and "skipped 4/6 steps" in lines[0] and "4/6 model calls" in lines[0]
     assert not torch.equal(ref, out) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("family", ["unet", "wan"])
+def test_adaptive_strict_knob_is_bit_exact_and_a_loose_knob_skips_steps(comfy, sd_model, wan_model, family, caplog):
+    model, latent, width = ((sd_model, torch.zeros(1, 4, 8, 8), 32) if family == "unet"
+                            else (wan_model, torch.zeros(1, 16, 3, 8, 8), 32))
+    pos, neg = _cond(4, width, 1), _cond(6, width, 2)
+    ref = _sample(comfy, model, latent, pos, neg, steps=10)
+    strict = _lightcache(comfy, model, schedule="adaptive", adaptive_error=0.0, cache_interval=10)
+    assert torch.equal(ref, _sample(comfy, strict, latent, pos, neg, steps=10))
+    loose = _lightcache(comfy, model, schedule="adaptive", adaptive_error=10.0, cache_interval=3)
+    with caplog.at_level("INFO", logger="avlab.lightcache"):
+        out = _sample(comfy, loose, latent, pos, neg, steps=10)
+    line = [r.getMessage() for r in caplog.records if "LightCache - skipped" in r.getMessage()][-1]
+    skipped = int(line.split("skipped ")[1].split("/")[0])
+    assert skipped >= 4 and "adaptive (error <= 10" in line and "at most 2 reuses in a row" in line
+    assert not torch.equal(ref, out) and torch.isfinite(out).all()
+
+
+def test_adaptive_decision_state_is_keyed_per_cond_and_reset_after_an_interrupt(comfy, sd_model):
+    latent = torch.zeros(1, 4, 8, 8)
+    pos, neg = _cond(4, 32, 1), _cond(4, 32, 2)
+    seen: list = []
+    m = _boundary_recorder(_lightcache(comfy, sd_model, schedule="adaptive", adaptive_error=10.0,
+                                       cache_interval=4), 0, seen)
+
+    def interrupt(step, x0, x, total):
+        if step == 5:
+            state = seen[-1]["state"]
+            slots = {k[1] for k in state.estimators}
+            assert len(slots) == 2, slots            # one estimator per cond / uncond
+            raise comfy.model_management.InterruptProcessingException()
+
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        _sample(comfy, m, latent, pos, neg, steps=10, callback=interrupt)
+    state = seen[-1]["state"]
+    assert state.estimators == {} and not state.running and state.store is None
 
 
 def _boundary_recorder(model, depth: int, log: list):
@@ -259,7 +297,7 @@ def _direct_call(unet, state, step, sample_sigmas, x, t, context, **kwargs):
 @pytest.mark.parametrize("depth", [0, 2, 3])
 def test_unet_cache_step_on_unchanged_input_reproduces_the_full_step_with_control_and_patches(comfy, sd_model, depth):
     unet = sd_model.model.diffusion_model
-    state = apply_to_model_patcher(sd_model, LightCacheConfig(cache_interval=2, cache_depth=depth),
+    state = apply_to_model_patcher(sd_model, LightCacheConfig(cache_interval=2, cache_depth=depth, schedule="uniform"),
                                    comfy.patcher_extension.WrappersMP).model_options["transformer_options"][KEY].clone()
     state.begin_run(4)
     g = torch.Generator().manual_seed(5)
@@ -294,7 +332,7 @@ def test_unet_cache_step_on_unchanged_input_reproduces_the_full_step_with_contro
 
 def test_svd_unet_video_kwargs_pass_through_the_shallow_forward(comfy, svd_model):
     unet = svd_model.model.diffusion_model
-    state = apply_to_model_patcher(svd_model, LightCacheConfig(cache_interval=2, cache_depth=1),
+    state = apply_to_model_patcher(svd_model, LightCacheConfig(cache_interval=2, cache_depth=1, schedule="uniform"),
                                    comfy.patcher_extension.WrappersMP).model_options["transformer_options"][KEY].clone()
     state.begin_run(3)
     g = torch.Generator().manual_seed(6)
@@ -462,8 +500,11 @@ def test_node_schema_has_tooltips_on_every_input(comfy_client):
     info = comfy_client.object_info("AVLabLightCache")["AVLabLightCache"]
     assert info["display_name"] == "AVLab LightCache" and info["category"] == "AVLab/LightCache"
     assert info.get("experimental") is True
-    for name, spec in info["input"]["required"].items():
+    for name, spec in {**info["input"]["required"], **info["input"].get("optional", {})}.items():
         assert spec[1].get("tooltip"), name
+    # added after workflows were shipped: optional and last, so old prompts (no value) still run
+    assert list(info["input"]["optional"]) == ["adaptive_error"]
+    assert info["input"]["required"]["schedule"][1]["default"] == "adaptive"
 
 
 def _pixels(path):
