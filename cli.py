@@ -79,9 +79,12 @@ def lightcache_stage(out: Path, steps: int, interval: int, depth: int | None) ->
         return {"skipped": f"toy U-Net weights not usable ({exc}); train them with "
                            f"`python scripts/train_toy_video_models.py` (writes {WEIGHTS_DIR})"}
     labels = torch.arange(min(3, toy.config.num_classes))
-    settings = {"cache_interval": interval}
+    settings = {}                     # the library defaults unless the user overrides them
+    if interval is not None:
+        settings["cache_interval"] = interval
     if depth is not None:
         settings["cache_depth"] = depth
+    effective = lightcache.LightCacheConfig().with_(**settings)
 
     def run(cached: bool):
         handle = lightcache.apply(toy.model, **settings) if cached else None
@@ -116,7 +119,10 @@ def lightcache_stage(out: Path, steps: int, interval: int, depth: int | None) ->
     psnr = metrics.psnr(videos[0].clamp(0, 1), videos[1].clamp(0, 1))
     side = torch.cat([torch.cat(list(v.clamp(0, 1)), dim=2) for v in videos], dim=1)   # rows: uncached, cached
     media.write_video(out / "lightcache_toy_unet.mp4", side, 8.0)
-    return {"model": toy.name, "steps": steps, **settings, "uncached_s": round(t_base, 3),
+    return {"model": toy.name, "steps": steps, "uses_defaults": not settings,
+            "settings": {k: getattr(effective, k) for k in ("schedule", "adaptive_error", "cache_interval",
+                                                             "cache_depth")},
+            "uncached_s": round(t_base, 3),
             "lightcache_s": round(t_fast, 3), "speedup": round(t_base / t_fast, 2), "psnr_db": round(psnr, 2),
             "video": str(out / "lightcache_toy_unet.mp4")}
 
@@ -600,8 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fps", type=float, default=24.0, help="frame rate of the scene")
     demo.add_argument("--concert-seconds", type=float, default=30.0, help="length of the synthetic concert")
     demo.add_argument("--steps", type=int, default=50, help="sampling steps of the LightCache stage")
-    demo.add_argument("--cache-interval", type=int, default=4,
-                      help="LightCache stage: full model call every N steps, cached in between")
+    demo.add_argument("--cache-interval", type=int, default=None,
+                      help="LightCache stage: override the default cache_interval (default: the library's "
+                           "defaults, adaptive schedule)")
     demo.add_argument("--cache-depth", type=int, default=None,
                       help="LightCache stage: U-Net branch depth to cache (default: the model's default)")
     demo.add_argument("--skip-lightcache", action="store_true", help="skip the LightCache stage (no toy weights needed)")

@@ -24,6 +24,7 @@ Weights: ``weights/lightcache_zoo/<name>.safetensors`` (fp16) + ``<name>.json`` 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,7 +33,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-ZOO_DIR = ROOT / "weights" / "lightcache_zoo"
+ZOO_DIR = Path(os.environ.get("AVLAB_ZOO_DIR", ROOT / "weights" / "lightcache_zoo"))
 UNET, WAN = "unet", "wan"
 TUNE, REPORT = "tune", "report"
 FRAMES, SIZE, LATENT, CHANNELS = 8, 32, 8, 16
@@ -186,6 +187,7 @@ def patcher(comfy, model):
     import comfy.model_patcher
 
     model.eval()
+    model.requires_grad_(False)
     cpu = torch.device("cpu")
     return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
 
