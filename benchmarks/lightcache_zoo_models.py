@@ -135,8 +135,14 @@ def wan_config(spec: ZooModel) -> dict:
                 cross_attn_norm=True, eps=1e-6)
 
 
-def build(comfy, spec: ZooModel, device: str = "cpu"):
-    """A fresh (randomly initialised) ComfyUI ``BaseModel`` for ``spec``; ``comfy`` = the imported package."""
+#: the discrete-flow shift a Wan model gets from ComfyUI's own loader (``supported_models.WAN21_T2V``); the
+#: zoo's Wan models are *sampled* with it, as a user's would be, whatever shift they were trained with
+COMFY_WAN_SHIFT = 8.0
+
+
+def build(comfy, spec: ZooModel, device: str = "cpu", shift: float | None = None):
+    """A fresh (randomly initialised) ComfyUI ``BaseModel`` for ``spec``; ``comfy`` = the imported package;
+    ``shift`` (Wan) overrides the training shift of its ``model_sampling``."""
     import comfy.model_base
     import comfy.supported_models
 
@@ -147,7 +153,7 @@ def build(comfy, spec: ZooModel, device: str = "cpu"):
         model = comfy.model_base.BaseModel(cfg, device=device)
     elif spec.family == WAN:
         cfg = comfy.supported_models.WAN21_T2V(wan_config(spec))
-        cfg.sampling_settings = {"shift": spec.shift}
+        cfg.sampling_settings = {"shift": spec.shift if shift is None else shift}
         cfg.latent_format = _latent_format(comfy, 3)
         cfg.set_inference_dtype(torch.float32, None)
         model = comfy.model_base.WAN21(cfg, device=device)
@@ -310,15 +316,16 @@ def save(model, spec: ZooModel, record: dict, directory: Path = ZOO_DIR) -> Path
     return path
 
 
-def load(comfy, spec: ZooModel, directory: Path = ZOO_DIR):
-    """The trained zoo model as a ComfyUI ``ModelPatcher`` (fp16 file → fp32 weights)."""
+def load(comfy, spec: ZooModel, directory: Path = ZOO_DIR, shift: float | None = COMFY_WAN_SHIFT):
+    """The trained zoo model as a ComfyUI ``ModelPatcher`` (fp16 file → fp32 weights); Wan models sample
+    with ``shift`` (default: ComfyUI's Wan 2.1 default, 8)."""
     from safetensors.torch import load_file
 
     path = directory / f"{spec.name}.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"zoo weights {path} are missing: run `python scripts/train_lightcache_zoo.py "
                                 f"--only {spec.name}`")
-    model = build(comfy, spec)
+    model = build(comfy, spec, shift=shift)
     sd = {k: v.float() for k, v in load_file(str(path)).items()}
     model.diffusion_model.load_state_dict(sd, strict=True)
     return patcher(comfy, model)
@@ -333,7 +340,7 @@ def describe(spec: ZooModel) -> str:
     if spec.family == UNET:
         arch = f"U-Net ch {a['model_channels']} × {list(a['channel_mult'])}, {a['num_res_blocks']} res/level"
     else:
-        arch = f"Wan DiT {a['num_layers']} blocks × {a['dim']}, shift {spec.shift}"
+        arch = f"Wan DiT {a['num_layers']} blocks × {a['dim']}, trained at shift {spec.shift}"
     return f"{arch}, seed {spec.seed}, {spec.steps} steps" + (f" ({spec.note})" if spec.note else "")
 
 

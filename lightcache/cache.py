@@ -52,8 +52,11 @@ from .swap import SWAP_MODES, FeatureStore, resolve_swap
 logger = logging.getLogger(__name__)
 
 NODE = "AVLab LightCache"
-#: default ``adaptive_error`` (chosen on the tuning half of the benchmark zoo, see the README)
+#: defaults chosen on the tune half of the benchmark zoo (``benchmarks/lightcache_zoo.py``): the adaptive
+#: setting reusing the most model calls with a worst tune-cell PSNR ≥ 40 dB (30 dB + a 10 dB margin: an
+#: unseen tiny Wan measured ~11 dB more sensitive to caching than the zoo); see the README
 DEFAULT_ADAPTIVE_ERROR = 0.1
+DEFAULT_CACHE_INTERVAL = 6
 
 FULL = "full"
 CACHE = "cache"
@@ -65,7 +68,9 @@ class LightCacheConfig:
     """Settings of one LightCache application.
 
     Args:
-        cache_interval: a full step every ``cache_interval`` steps; 1 = no reuse (exactly uncached).
+        cache_interval: fixed schedules: a full step every ``cache_interval`` steps (2–3 keep quality;
+            the default 6 is meant for the adaptive schedule); adaptive: a full step at least every
+            ``cache_interval`` steps. 1 = no reuse (exactly uncached).
         cache_depth: U-Net — the branch id: skip connections ``0..cache_depth`` (ComfyUI
             ``input_blocks[0..cache_depth]``) form the shallow path that always runs; with SD-style
             levels of 2 res blocks this is DeepCache's ``cache_branch_id``. DiT — the number of leading
@@ -80,7 +85,7 @@ class LightCacheConfig:
         verbose: log every call's decision.
     """
 
-    cache_interval: int = 3
+    cache_interval: int = DEFAULT_CACHE_INTERVAL
     cache_depth: int = 0
     start_percent: float = 0.0
     end_percent: float = 1.0

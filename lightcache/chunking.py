@@ -28,6 +28,9 @@ ComfyUI ``UNetModel``        ``ResBlock``, spatial part of ``VideoResBlock``,   
                              spatial blocks of ``SpatialVideoTransformer``
                              ``SpatialVideoTransformer.time_stack`` blocks               spatial
                              their ``ff_in`` / ``ff`` (frame axis)                       temporal
+ComfyUI ``UNetModel`` +      motion-module blocks (``TemporalTransformerBlock`` inside   spatial
+AnimateDiff-Evolved          ``TemporalTransformer3DModel``; pixel axis)
+                             their ``ff`` (pixel axis of the chunk)                       temporal
 ComfyUI ``WanModel``         ``WanAttentionBlock.ffn`` (token axis)                       temporal
 diffusers                    ``ResnetBlock2D`` (also SVD's ``spatial_res_block``),       temporal
 ``UNetMotionModel`` /        ``Transformer2DModel``, ``Upsample2D``/``Downsample2D``,
@@ -44,9 +47,22 @@ Deliberately left whole: temporal ResBlocks (``VideoResBlock.time_stack``, diffu
 ``TemporalResnetBlock``) and motion modules' own GroupNorm — their statistics span frames *and*
 pixels, so no chunking of either axis is exact; Wan self/cross attention — every query attends to
 all tokens and the fused attention kernels are already memory-efficient, so chunking queries would
-buy little for a second copy of q. In ComfyUI, AnimateDiff's motion modules come from another pack
-(AnimateDiff-Evolved) and are not recognised here: they run whole, while the U-Net's per-frame
-ResBlocks and spatial transformers around them are still chunked.
+buy little for a second copy of q.
+
+AnimateDiff in ComfyUI comes from another pack, AnimateDiff-Evolved, which inserts its motion
+modules into the U-Net's blocks; they are recognised by class name and module
+(``<pack>.animatediff.motion_module_ad``, whatever the pack's folder is called), never imported.
+Their ``TemporalTransformerBlock`` (``[(B·T), H·W, C]``; attention runs ``(b f) d c -> (b d) f c``,
+so each pixel's frames attend only to each other; positional encoding per frame; norms and FFN per
+token) is run on pixel chunks; per-pixel ``scale_masks`` are sliced with it, and an
+``attention_mask``, a CameraCtrl effect tensor or camera features make it run whole. The module's
+``GroupNorm``, ``proj_in`` and ``proj_out`` around the blocks run whole.
+
+Frames normalised together: AnimateDiff-Evolved replaces ``GroupNorm.forward`` during the U-Net
+call for v1 motion modules, PIA and v2 modules applied "improperly", so that every GroupNorm
+normalises all frames of a video at once. The batch×frames axis of a module that holds a GroupNorm
+is then not per-sample: while ``GroupNorm.forward`` (torch's, or ComfyUI's cast path) is not the
+original, such modules run whole (counted as fallbacks), which keeps the result exact.
 
 Mechanism: :func:`install_chunking` gives each covered module *instance* its own ``forward``
 (ComfyUI ResBlocks: ``_forward``, which ``ResBlock.forward`` calls through ``self``) — a closure
@@ -140,6 +156,49 @@ def _is(module: nn.Module, where: str, *names: str) -> bool:
 _OPENAI = "comfy.ldm.modules.diffusionmodules.openaimodel"
 _ATTENTION = "comfy.ldm.modules.attention"
 _WAN = "comfy.ldm.wan.model"
+#: AnimateDiff-Evolved's motion modules; the pack's own folder name is the top-level package and
+#: differs between installs (``ComfyUI-AnimateDiff-Evolved``, ``comfyui-animatediff-evolved``...).
+_ADE_MOTION = "animatediff.motion_module_ad"
+
+
+def _is_ade(module: nn.Module, *names: str) -> bool:
+    """True for AnimateDiff-Evolved classes ``names`` (defined in ``*.animatediff.motion_module_ad``)."""
+    for cls in type(module).__mro__:
+        if cls.__name__ in names and (cls.__module__ == _ADE_MOTION
+                                      or cls.__module__.endswith("." + _ADE_MOTION)):
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# GroupNorm replaced by the host (frames normalised together)
+
+_TORCH_GROUP_NORM_FORWARD = nn.GroupNorm.forward
+
+
+def _replaced(cls: type, name: str) -> bool:
+    """True when the ``name`` a class resolves to was assigned from outside (not written in the body of
+    the class that holds it: a method's ``__qualname__`` is its class's qualname + ``.name``)."""
+    for klass in cls.__mro__:
+        fn = klass.__dict__.get(name)
+        if fn is not None:
+            qualname = getattr(fn, "__qualname__", None)
+            return qualname is not None and qualname != f"{klass.__qualname__}.{name}"
+    return False
+
+
+def _group_norm_replaced(norms: list[nn.Module]) -> bool:
+    """True while ``GroupNorm.forward`` (torch's, or a ComfyUI op's cast path) is not the original.
+
+    AnimateDiff-Evolved swaps it in during the U-Net call for v1 / PIA / "improper" v2 motion modules
+    so that a GroupNorm normalises all frames of a video together (``(b f) c h w -> b c f h w``).
+    """
+    if not norms:
+        return False
+    if nn.GroupNorm.forward is not _TORCH_GROUP_NORM_FORWARD:
+        return True
+    return any(_replaced(cls, name) for cls in {type(n) for n in norms}
+               for name in ("forward", "forward_comfy_cast_weights"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,6 +335,8 @@ class _BatchRunner:
         try:
             if self.guard is not None and not self.guard(arguments):
                 raise _Unsplittable("batch-sensitive patch")
+            if _group_norm_replaced(site.group_norms):
+                raise _Unsplittable("GroupNorm replaced by the host: frames are normalised together")
             for name in self.aligned:
                 if name in arguments:
                     _check_aligned(arguments[name], total)
@@ -353,6 +414,51 @@ class _TemporalBlockRunner:
             return site.inner(*args, **kwargs)
 
 
+class _MotionBlockRunner:
+    """AnimateDiff-Evolved ``TemporalTransformerBlock``: ``[(B·T), S, C]`` split along the pixels S (dim 1).
+
+    ``scale_masks`` (one per attention block, ``None`` or ``[(n·S), T, 1]``: rows per batch entry
+    and pixel, as the attention's ``(b d)`` rows) are sliced to the chunk's pixels. An
+    ``attention_mask``, a CameraCtrl effect tensor or camera features (``mm_kwargs``) make it run whole.
+    """
+
+    def __call__(self, site: "_Site", args: tuple, kwargs: dict) -> Any:
+        bound = site.signature.bind(*args, **kwargs)
+        arguments = bound.arguments
+        x = arguments[site.primary]  # [(B·T), S, C]
+        if not torch.is_tensor(x) or x.ndim != 3 or x.shape[1] < 2 or site.n_chunks < 2:
+            return site.inner(*args, **kwargs)
+        seq = x.shape[1]
+        try:
+            if torch.is_tensor(arguments.get("attention_mask")):
+                raise _Unsplittable("attention_mask")
+            if torch.is_tensor(arguments.get("cameractrl_effect")):
+                raise _Unsplittable("CameraCtrl effect tensor")
+            mm_kwargs = arguments.get("mm_kwargs")
+            if isinstance(mm_kwargs, dict) and any(v is not None for v in mm_kwargs.values()):
+                raise _Unsplittable("camera features")
+            masks = arguments.get("scale_masks")
+            if masks is not None and not isinstance(masks, (list, tuple)):
+                raise _Unsplittable("scale_masks")
+            for m in masks or ():
+                if m is not None and not (torch.is_tensor(m) and m.ndim >= 1 and m.shape[0] % seq == 0):
+                    raise _Unsplittable("scale_mask not per pixel")
+            calls = []
+            for a, b in _bounds(seq, site.n_chunks):
+                ba = inspect.BoundArguments(bound.signature, dict(arguments))
+                ba.arguments[site.primary] = x[:, a:b]
+                if masks is not None and any(m is not None for m in masks):
+                    ba.arguments["scale_masks"] = [
+                        None if m is None else
+                        m.reshape(m.shape[0] // seq, seq, *m.shape[1:])[:, a:b].reshape(-1, *m.shape[1:])
+                        for m in masks]
+                calls.append((a, b, ba.args, ba.kwargs))
+            return _run_chunks(site.inner, calls, seq, 1, site.stats, site.kind)
+        except _Unsplittable as why:
+            site.fallback(str(why))
+            return site.inner(*args, **kwargs)
+
+
 def _restore_activations_shape(arguments: dict, x: torch.Tensor) -> None:
     opts = arguments.get("transformer_options")
     if isinstance(opts, dict) and "activations_shape" in opts:
@@ -371,6 +477,7 @@ _DIFFUSERS_BLOCK = _BatchRunner(("attention_mask", "encoder_hidden_states", "enc
 _DIFFUSERS_T2D = _DIFFUSERS_BLOCK
 _TOKENS = _TokenRunner()
 _TEMPORAL_BLOCK = _TemporalBlockRunner()
+_MOTION_BLOCK = _MotionBlockRunner()
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,6 +499,9 @@ class _Site:
             self.primary = next(iter(self.signature.parameters))
         except (TypeError, ValueError, StopIteration) as exc:
             raise _Unsplittable(f"no usable signature for {type(module).__name__}.{attr}") from exc
+        # GroupNorms inside (see _group_norm_replaced): the batch axis is per-sample only while
+        # nobody has swapped GroupNorm.forward
+        self.group_norms = [m for m in module.modules() if isinstance(m, nn.GroupNorm)]
         self.active = True
         self._warned = False
         site = self
@@ -463,6 +573,12 @@ def _plan(model: nn.Module) -> list[tuple[nn.Module, str, str, Any]]:
             return
         if _is(m, _WAN, "WanAttentionBlock") and isinstance(getattr(m, "ffn", None), nn.Module):
             plan.append((m.ffn, "forward", TEMPORAL, _TOKENS))
+            return
+        # ---- AnimateDiff-Evolved motion modules (inside a ComfyUI UNetModel) ----
+        if _is_ade(m, "TemporalTransformer3DModel") and isinstance(getattr(m, "transformer_blocks", None),
+                                                                   nn.ModuleList):
+            plan.extend((b, "forward", SPATIAL, _MOTION_BLOCK) for b in m.transformer_blocks)
+            plan.extend(_ffn_sites(m.transformer_blocks))
             return
         # ---- diffusers ----
         if _is(m, "diffusers", "TransformerSpatioTemporalModel"):

@@ -11,6 +11,10 @@ exactly what this script makes from the host's ``/object_info``.
 
     python scripts/make_workflows.py --comfyui /path/to/ComfyUI     # starts ComfyUI with the pack
     python scripts/make_workflows.py --url http://127.0.0.1:8188     # a running ComfyUI with AVLab
+
+AnimateDiff-Evolved must be in that ComfyUI too (``lightcache_animatediff_sd15.json`` uses its nodes):
+``--comfyui`` copies it in from where the host tests find it (``$AVLAB_ANIMATEDIFF_PATH``,
+``<ComfyUI>/custom_nodes/ComfyUI-AnimateDiff-Evolved`` or ``../shared/host/``).
     python scripts/make_workflows.py --object-info object_info.json  # offline, from a saved answer
     ... --check                                                     # only compare, exit 1 if stale
 """
@@ -60,9 +64,10 @@ UMT5_XXL = ModelFile("umt5_xxl_fp8_e4m3fn_scaled.safetensors",
 WAN21_VAE = ModelFile("wan_2.1_vae.safetensors", f"{_WAN}/vae/wan_2.1_vae.safetensors", "vae")
 STABLE_AUDIO_OPEN = ModelFile("stable-audio-open-1.0.safetensors",
                               f"{_HF}/stabilityai/stable-audio-open-1.0/resolve/main/model.safetensors", "checkpoints")
-#: AnimateDiff v2 motion module, used by the AnimateDiff-Evolved node pack (not a ComfyUI core node).
+#: AnimateDiff v2 motion module, loaded by the AnimateDiff-Evolved node pack (not a ComfyUI core node).
 ANIMATEDIFF_MM = ModelFile("mm_sd_v15_v2.ckpt", f"{_HF}/guoyww/animatediff/resolve/main/mm_sd_v15_v2.ckpt",
                            "animatediff_models")
+ANIMATEDIFF_EVOLVED = "https://github.com/Kosinkadink/ComfyUI-AnimateDiff-Evolved"
 
 
 def _weights(*files: ModelFile) -> str:
@@ -86,9 +91,16 @@ _SAVE_NOTE = "Output: ComfyUI/output/AVLab/ (mp4, h264)."
 # ------------------------------------------------------------------------------------------------
 
 def lightcache_animatediff_sd15(object_info: dict) -> dict:
-    """SD1.5 → (AnimateDiff-Evolved motion module, added by the user) → LightCache → KSampler → video."""
+    """SD1.5 → AnimateDiff-Evolved (Gen1 loader, v2 motion module, static context windows) → LightCache
+    → KSampler → sliced decode → video."""
     nodes = {
         "ckpt": Node("CheckpointLoaderSimple", models={"ckpt_name": SD15}),
+        "context": Node("ADE_StandardStaticContextOptions", title="Context windows (for > 16 frames)",
+                        widgets={"context_length": 16, "context_overlap": 4, "fuse_method": "pyramid",
+                                 "use_on_equal_length": False, "start_percent": 0.0, "guarantee_steps": 1}),
+        "animatediff": Node("ADE_AnimateDiffLoaderGen1", title="AnimateDiff Loader",
+                            models={"model_name": ANIMATEDIFF_MM}, widgets={"beta_schedule": "autoselect"},
+                            links={"model": ("ckpt", 0), "context_options": ("context", 0)}),
         "pos": Node("CLIPTextEncode", title="Prompt", links={"clip": ("ckpt", 1)},
                     widgets={"text": "a red fox trotting through fresh snow in a birch forest, morning light, "
                                      "cinematic, highly detailed"},
@@ -100,8 +112,8 @@ def lightcache_animatediff_sd15(object_info: dict) -> dict:
                        widgets={"width": 512, "height": 512, "batch_size": 16}),
         "lightcache": Node("AVLabLightCache", widgets={
             "cache_interval": 3, "cache_depth": 0, "start_percent": 0.0, "end_percent": 1.0,
-            "schedule": "uniform", "swap": "auto", "temporal_chunks": 9, "spatial_chunks": 1,
-            "verbose": False}, links={"model": ("ckpt", 0)}),
+            "schedule": "uniform", "swap": "auto", "temporal_chunks": 9, "spatial_chunks": 2,
+            "verbose": False}, links={"model": ("animatediff", 0)}),
         "sample": Node("KSampler", links={"model": ("lightcache", 0), "positive": ("pos", 0),
                                           "negative": ("neg", 0), "latent_image": ("latent", 0)},
                        widgets={"seed": 42, "steps": 20, "cfg": 7.5, "sampler_name": "euler",
@@ -116,27 +128,26 @@ def lightcache_animatediff_sd15(object_info: dict) -> dict:
     notes = [
         Note(title="Weights", text=(
             "Stable Diffusion 1.5 (Comfy-Org repackage):\n" + _weights(SD15) + "\n\n"
-            "Motion: ComfyUI 0.3.64 has no AnimateDiff node. Install the AnimateDiff-Evolved node pack and "
-            "its v2 motion module:\n" + _weights(ANIMATEDIFF_MM) + "\n"
-            "(AnimateDiff-Evolved reads ComfyUI/models/animatediff_models/.)")),
-        Note(title="How to make it a video", text=(
-            "As shipped, this graph runs with ComfyUI core nodes only: the 16-image batch is sampled "
-            "as 16 independent SD1.5 frames, so the clip flickers. That is useful to check weights, "
-            "speed and memory first.\n\n"
-            "For a coherent AnimateDiff video put AnimateDiff-Evolved's 'AnimateDiff Loader' (Gen1; "
-            "or Gen2: Load AnimateDiff Model -> Apply AnimateDiff Model -> Use Evolved Sampling) on the "
-            "MODEL wire between 'Load Checkpoint' and 'AVLab LightCache', with mm_sd_v15_v2.ckpt and "
-            "beta_schedule 'sqrt_linear (AnimateDiff)'. Keep LightCache after the motion-module nodes, "
-            "right before the KSampler: the motion layers inside the cached deep blocks are then skipped "
-            "on cache steps too, and with AnimateDiff context windows LightCache keeps one cache per "
-            "window.")),
+            "AnimateDiff v2 motion module, for the 'AnimateDiff Loader':\n" + _weights(ANIMATEDIFF_MM) + "\n\n"
+            "The motion nodes come from the AnimateDiff-Evolved node pack (install it with the ComfyUI "
+            "Manager or clone " + ANIMATEDIFF_EVOLVED + " into ComfyUI/custom_nodes/); it reads motion "
+            "modules from ComfyUI/models/animatediff_models/.")),
+        Note(title="AnimateDiff", text=(
+            "AnimateDiff Loader (AnimateDiff-Evolved, Gen1) puts the motion module mm_sd_v15_v2.ckpt into "
+            "the SD1.5 U-Net; beta_schedule autoselect picks 'sqrt_linear (AnimateDiff)' for it. The 16-image "
+            "batch of Empty Latent Image is the 16 frames of one clip (v2 was trained on 16 frames).\n\n"
+            "Longer clips: raise batch_size; the Standard Static context options then sample overlapping "
+            "windows of 16 frames. Static windows are the same at every step, so LightCache keeps one cache "
+            "per window and reuses it; Uniform context options move the windows every step, so cache steps "
+            "find nothing stored for the new windows and run in full (correct, but no speed-up).\n"
+            "Keep LightCache after the AnimateDiff nodes, right before the KSampler: the motion layers inside "
+            "the cached deep blocks are then skipped on cache steps too.")),
         Note(title="AVLab nodes", text=(
             _LIGHTCACHE_ABOUT + "\n\nStarting point here: cache_interval 3, cache_depth 0 (DeepCache / "
-            "paper defaults), temporal_chunks 9 (paper default). spatial_chunks is 1 because in ComfyUI "
-            "it splits SVD's temporal layers only; AnimateDiff-Evolved's motion modules run whole. If "
-            "details suffer, use cache_interval 2 or raise start_percent to 0.1-0.2. Sliced decode: 8 "
-            "frames per slice "
-            "(the SD VAE is per-frame, so slicing is exact and overlap is not needed).\n" + _SAVE_NOTE)),
+            "paper defaults), temporal_chunks 9 and spatial_chunks 2 (paper defaults: frames are split "
+            "through the spatial layers, pixels through the motion module's temporal attention). If details "
+            "suffer, use cache_interval 2 or raise start_percent to 0.1-0.2. Sliced decode: 8 frames per "
+            "slice (the SD VAE is per-frame, so slicing is exact and overlap is not needed).\n" + _SAVE_NOTE)),
     ]
     return build_ui_workflow(nodes, object_info, notes, workflow_id="lightcache_animatediff_sd15")
 
@@ -606,7 +617,8 @@ FIXTURE_EXTRA_TYPES = ("VAEDecode",)
 FILE_LIST_INPUTS = {("CheckpointLoaderSimple", "ckpt_name"), ("ImageOnlyCheckpointLoader", "ckpt_name"),
                     ("UNETLoader", "unet_name"), ("CLIPLoader", "clip_name"), ("VAELoader", "vae_name"),
                     ("LoadImage", "image"), ("LoadVideo", "file"),
-                    ("AVLabFlowRVSLoader", "model_name"), ("AVLabFlowRVSLoader", "mask_vae_name")}
+                    ("AVLabFlowRVSLoader", "model_name"), ("AVLabFlowRVSLoader", "mask_vae_name"),
+                    ("ADE_AnimateDiffLoaderGen1", "model_name")}
 
 
 def fixture(object_info: dict, workflows: dict[str, dict]) -> dict:
@@ -630,13 +642,20 @@ def object_info_from_url(url: str) -> dict:
 
 
 def object_info_from_comfyui(comfyui: Path, timeout: float = 240.0) -> dict:
-    """Start ComfyUI (``--cpu``, temporary base dir, this repository linked as ``custom_nodes/avlab``)."""
+    """Start ComfyUI (``--cpu``, temporary base dir, this repository linked as ``custom_nodes/avlab``,
+    a copy of AnimateDiff-Evolved beside it — found as the host tests find it, see
+    ``tests/host/comfy_host.find_animatediff``: ``$AVLAB_ANIMATEDIFF_PATH``,
+    ``<comfyui>/custom_nodes/ComfyUI-AnimateDiff-Evolved`` or ``../shared/host/``)."""
     sys.path.insert(0, str(ROOT / "tests" / "host"))
-    from comfy_host import ComfyHost  # the host tier's server helper (no comfy import)
+    from comfy_host import ANIMATEDIFF_DIR, ComfyHost, find_animatediff  # no comfy import
 
+    animatediff, how = find_animatediff(comfyui)
+    if animatediff is None:
+        raise SystemExit(f"make_workflows: {how}\n(lightcache_animatediff_sd15.json uses its nodes)")
     with tempfile.TemporaryDirectory(prefix="avlab-make-workflows-") as base:
         host = ComfyHost(Path(comfyui), Path(base))
         host.link_custom_node("avlab", ROOT)
+        host.copy_custom_node(ANIMATEDIFF_DIR, animatediff)
         try:
             host.start(timeout=timeout)
             return host.client.object_info()

@@ -7,23 +7,33 @@
 #     git clone --branch v0.3.64 https://github.com/comfyanonymous/ComfyUI /path/to/ComfyUI
 # The tests link this repository into a temporary base directory as custom_nodes/avlab and start
 # `main.py --cpu` on a free 127.0.0.1 port; tiny random checkpoints are generated on first use into
-# $AVLAB_TEST_CACHE (default ~/.cache/avlab-tests, ~1.3 GB), never committed.
+# $AVLAB_TEST_CACHE (default ~/.cache/avlab-tests, ~1.3 GB + ~2.5 GB for AnimateDiff), never committed.
 #
-# Usage: scripts/setup_comfyui_dev.sh [--install] [--smoke] [COMFYUI_PATH]
+# AnimateDiff-Evolved (the AnimateDiff node pack; GPL, a test fixture, never part of AVLab) is copied
+# into COMFYUI_PATH/custom_nodes/ when its source is found: $AVLAB_ANIMATEDIFF_PATH, else
+# $AVLAB_SHARED/host/ComfyUI-AnimateDiff-Evolved, else ../shared/host/ComfyUI-AnimateDiff-Evolved
+# beside this repository (read-only; the copy is made writable). The host tests take it from there
+# (without it, the AnimateDiff tests are skipped and say why).
+#
+# Usage: scripts/setup_comfyui_dev.sh [--install] [--smoke] [--no-animatediff] [COMFYUI_PATH]
 #   --install   pip-install ComfyUI's requirements.txt (+ requests, for the tests) into the project venv (the only network use;
 #               torch is already there and is not upgraded when it satisfies the requirement)
-#   --smoke     start ComfyUI once with --quick-test-for-ci to check that it imports
-# Env: VENV (default .venv), PYTHON (interpreter, overrides VENV), COMFYUI_PATH.
+#   --smoke     start ComfyUI once with --quick-test-for-ci to check that it imports (with AnimateDiff-Evolved)
+#   --no-animatediff  do not copy AnimateDiff-Evolved into COMFYUI_PATH/custom_nodes/
+# Env: VENV (default .venv), PYTHON (interpreter, overrides VENV), COMFYUI_PATH, AVLAB_ANIMATEDIFF_PATH
+#      (none = don't copy), AVLAB_SHARED (folder holding host/, default ../shared).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 INSTALL=0
 SMOKE=0
+ANIMATEDIFF=1
 COMFY="${COMFYUI_PATH:-}"
 for arg in "$@"; do
   case "$arg" in
     --install) INSTALL=1 ;;
     --smoke) SMOKE=1 ;;
-    -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    --no-animatediff) ANIMATEDIFF=0 ;;
+    -h|--help) sed -n '2,24p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) COMFY="$arg" ;;
   esac
 done
@@ -75,11 +85,49 @@ if ! "$PY" -c "import aiohttp, yaml, safetensors, torchsde, einops, av, PIL" 2>/
   exit 1
 fi
 
+ADE_NAME="ComfyUI-AnimateDiff-Evolved"
+ADE_DST="$COMFY/custom_nodes/$ADE_NAME"
+if [ "$ANIMATEDIFF" = 1 ]; then
+  ADE_SRC=""
+  case "${AVLAB_ANIMATEDIFF_PATH:-}" in
+    0|none|off|no|false) ANIMATEDIFF=0 ;;
+    "") for cand in ${AVLAB_SHARED:+"$AVLAB_SHARED/host/$ADE_NAME"} "$ROOT/../shared/host/$ADE_NAME"; do
+          if [ -f "$cand/animatediff/motion_module_ad.py" ]; then ADE_SRC="$cand"; break; fi
+        done ;;
+    *) ADE_SRC="$AVLAB_ANIMATEDIFF_PATH"
+       if [ ! -f "$ADE_SRC/animatediff/motion_module_ad.py" ]; then
+         echo "AVLAB_ANIMATEDIFF_PATH=$ADE_SRC is not an AnimateDiff-Evolved source folder." >&2
+         exit 2
+       fi ;;
+  esac
+  if [ -n "$ADE_SRC" ]; then
+    ADE_SRC="$(cd "$ADE_SRC" && pwd)"
+    if [ "$ADE_SRC" = "$(cd "$(dirname "$ADE_DST")" 2>/dev/null && pwd)/$ADE_NAME" ]; then
+      echo "AnimateDiff-Evolved: $ADE_DST"
+    elif mkdir -p "$COMFY/custom_nodes" 2>/dev/null && [ -w "$COMFY/custom_nodes" ]; then
+      if [ -e "$ADE_DST" ]; then chmod -R u+w "$ADE_DST"; rm -rf "$ADE_DST"; fi
+      cp -R "$ADE_SRC" "$ADE_DST"
+      rm -rf "$ADE_DST/.git"
+      chmod -R u+w "$ADE_DST"
+      echo "AnimateDiff-Evolved: $ADE_DST (from $ADE_SRC)"
+    else
+      echo "note: $COMFY/custom_nodes is not writable; AnimateDiff-Evolved not copied there" \
+           "(the host tests copy it from $ADE_SRC themselves)."
+    fi
+  elif [ "$ANIMATEDIFF" = 1 ] && [ ! -d "$ADE_DST" ]; then
+    echo "note: AnimateDiff-Evolved not found (set AVLAB_ANIMATEDIFF_PATH or put it in ../shared/host/);" \
+         "the host tier's AnimateDiff tests will be skipped."
+  fi
+fi
+
 if [ "$SMOKE" = 1 ]; then
   TMP="$(mktemp -d)"
   trap 'rm -rf "$TMP"' EXIT
   mkdir -p "$TMP/custom_nodes" "$TMP/user"
   ln -s "$ROOT" "$TMP/custom_nodes/avlab"
+  if [ "$ANIMATEDIFF" = 1 ] && [ -d "$ADE_DST" ]; then
+    cp -R "$ADE_DST" "$TMP/custom_nodes/$ADE_NAME"
+  fi
   (cd "$COMFY" && "$PY" main.py --cpu --quick-test-for-ci --base-directory "$TMP" \
       --database-url "sqlite:///$TMP/user/comfyui.db" >"$TMP/log" 2>&1) || {
     cat "$TMP/log" >&2; echo "ComfyUI failed to start." >&2; exit 1; }
@@ -88,7 +136,7 @@ if [ "$SMOKE" = 1 ]; then
     echo "A custom node pack failed to import (see above)." >&2
     exit 1
   fi
-  echo "ComfyUI starts and imports custom_nodes/avlab."
+  echo "ComfyUI starts and imports custom_nodes/avlab$( [ -d "$TMP/custom_nodes/$ADE_NAME" ] && echo " and $ADE_NAME")."
 fi
 
 echo

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +25,65 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: Folder name of the AnimateDiff-Evolved node pack (as in ``custom_nodes/`` and ``../shared/host/``).
+ANIMATEDIFF_DIR = "ComfyUI-AnimateDiff-Evolved"
+_OFF = ("0", "none", "off", "no", "false")
+
+
+def _is_animatediff(path: Path) -> bool:
+    return (path / "__init__.py").is_file() and (path / "animatediff" / "motion_module_ad.py").is_file()
+
+
+def find_animatediff(comfyui_path: str | os.PathLike | None = None) -> tuple[Path | None, str]:
+    """Where the AnimateDiff-Evolved source is: ``(path, how it was found)`` or ``(None, why not)``.
+
+    In order: ``$AVLAB_ANIMATEDIFF_PATH`` (``none``/``0``/``off`` = don't use it; a wrong path is
+    not replaced by another one), ``<comfyui_path>/custom_nodes/ComfyUI-AnimateDiff-Evolved``
+    (where ``scripts/setup_comfyui_dev.sh`` copies it), ``$AVLAB_SHARED/host/`` and the repository's
+    ``../shared/host/`` (the read-only host sources beside the clone, as ``.ci/run`` expects them).
+    """
+    env = os.environ.get("AVLAB_ANIMATEDIFF_PATH", "").strip()
+    if env:
+        if env.lower() in _OFF:
+            return None, f"AnimateDiff-Evolved disabled by AVLAB_ANIMATEDIFF_PATH={env}"
+        path = Path(env).expanduser()
+        if _is_animatediff(path):
+            return path.resolve(), f"AVLAB_ANIMATEDIFF_PATH={env}"
+        return None, (f"AVLAB_ANIMATEDIFF_PATH={env!r} is not an AnimateDiff-Evolved source folder "
+                      "(needs __init__.py and animatediff/motion_module_ad.py)")
+    candidates = []
+    if comfyui_path:
+        candidates.append(Path(comfyui_path) / "custom_nodes" / ANIMATEDIFF_DIR)
+    shared = os.environ.get("AVLAB_SHARED", "").strip()
+    if shared:
+        candidates.append(Path(shared).expanduser() / "host" / ANIMATEDIFF_DIR)
+    candidates.append(REPO.parent / "shared" / "host" / ANIMATEDIFF_DIR)
+    for path in candidates:
+        if _is_animatediff(path):
+            return path.resolve(), str(path)
+    return None, ("AnimateDiff-Evolved not found (looked in " + ", ".join(map(str, candidates)) +
+                  "); put its source there or set AVLAB_ANIMATEDIFF_PATH")
+
+
+def copy_tree_writable(source: Path, dst: Path) -> Path:
+    """Copy a node pack (no ``.git``/``__pycache__``) and make the copy writable (sources may be read-only)."""
+    if dst.is_symlink() or dst.is_file():
+        dst.unlink()
+    elif dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(Path(source), dst, symlinks=True,
+                    ignore=shutil.ignore_patterns(".git", "__pycache__", "*.pyc"))
+    for root, dirs, files in os.walk(dst):
+        for name in dirs + files:
+            p = os.path.join(root, name)
+            if not os.path.islink(p):
+                os.chmod(p, os.stat(p).st_mode | 0o200)
+    os.chmod(dst, os.stat(dst).st_mode | 0o200)
+    return dst
 
 
 class HostError(RuntimeError):
@@ -243,6 +303,11 @@ class ComfyHost:
             dst.unlink()
         dst.symlink_to(Path(source).resolve(), target_is_directory=True)
         return dst
+
+    def copy_custom_node(self, name: str, source: Path) -> Path:
+        """Copy a node pack into ``custom_nodes/<name>`` (before :meth:`start`); the copy is writable,
+        so a read-only source (``../shared/host``) stays untouched when the host writes beside it."""
+        return copy_tree_writable(Path(source), self.custom_nodes_dir / name)
 
     def add_model(self, folder: str, source: Path, name: str | None = None) -> str:
         """Symlink a weights file into ``models/<folder>/``; returns the name ComfyUI lists it under.

@@ -19,11 +19,22 @@ Fixtures (all session-scoped; the server is started once and shared)
     ``{"dir", "files": {name: Path}, "manifest", "generated_s"}`` from ``tiny_checkpoints.py``:
     ``sd15`` (checkpoints/), ``wan21_t2v`` and ``svd_unet`` (diffusion_models/), ``wan21_vae`` (vae/).
     Generated once per factory version into ``$AVLAB_TEST_CACHE`` (default ``~/.cache/avlab-tests``).
+``animatediff`` -> dict
+    ``{"path": Path | None, "how": str}``: the AnimateDiff-Evolved source (``comfy_host.find_animatediff``:
+    ``$AVLAB_ANIMATEDIFF_PATH`` — ``none`` turns it off —, ``$COMFYUI_PATH/custom_nodes/
+    ComfyUI-AnimateDiff-Evolved``, ``$AVLAB_SHARED/host/``, the repository's ``../shared/host/``) and how
+    it was found, or ``None`` and why not. ``animatediff_path`` -> Path skips the test with that reason.
+``animatediff_models`` -> dict
+    ``{"sd15_ad": Path, "mm_sd_v15_v2": Path}``: the SD1.5 checkpoint AnimateDiff can inject into and
+    the tiny v2 motion module (``tiny_checkpoints.EXTRA_FILES``; generated once, ~2.5 GB, like the
+    other tiny checkpoints). ``animatediff_server_models`` -> dict: the same linked into the running
+    server's ``checkpoints/`` and ``animatediff_models/`` (``{"ckpt": name, "motion_model": name}``).
 ``comfy_host`` -> comfy_host.ComfyHost
     Running ``main.py --cpu`` on a free 127.0.0.1 port with base directory ``base_dir`` holding
     ``models/`` (tiny checkpoints symlinked under their file names, ``tiny_checkpoints.TINY``),
     ``custom_nodes/avlab`` (symlink to this repository), ``custom_nodes/avlab_host_test_nodes``
-    (test-only helpers: ``HostTestConditioning``), ``input/``, ``output/``, ``user/`` and the server
+    (test-only helpers: ``HostTestConditioning``), ``custom_nodes/ComfyUI-AnimateDiff-Evolved`` (a
+    writable copy, when ``animatediff`` found it), ``input/``, ``output/``, ``user/`` and the server
     log ``comfyui.log`` (extra server flags: ``AVLAB_HOST_EXTRA_ARGS``, start timeout:
     ``AVLAB_HOST_START_TIMEOUT``, default 180 s). Useful members: ``input_dir``, ``output_dir``, ``models_dir``,
     ``add_model(folder, path)`` (visible to the running server), ``output_files(history, node_id,
@@ -146,11 +157,41 @@ def tiny_checkpoints(comfyui_path) -> dict:
 
 
 @pytest.fixture(scope="session")
-def comfy_host(comfyui_path, tiny_checkpoints, tmp_path_factory):
+def animatediff(comfyui_path) -> dict:
+    path, how = _host.find_animatediff(comfyui_path)
+    return {"path": path, "how": how}
+
+
+@pytest.fixture(scope="session")
+def animatediff_path(animatediff) -> Path:
+    if animatediff["path"] is None:
+        pytest.skip(animatediff["how"])
+    return animatediff["path"]
+
+
+@pytest.fixture(scope="session")
+def animatediff_models(comfyui_path, animatediff_path) -> dict:
+    t0 = time.perf_counter()
+    files = {name: _tiny.ensure_extra_checkpoint(name, comfyui_path, python=_python())
+             for name in ("sd15_ad", "mm_sd_v15_v2")}
+    _TIMINGS["AnimateDiff tiny checkpoints"] = time.perf_counter() - t0
+    return files
+
+
+@pytest.fixture(scope="session")
+def animatediff_server_models(comfy_host, animatediff_models) -> dict:
+    return {"ckpt": comfy_host.add_model("checkpoints", animatediff_models["sd15_ad"]),
+            "motion_model": comfy_host.add_model("animatediff_models", animatediff_models["mm_sd_v15_v2"])}
+
+
+@pytest.fixture(scope="session")
+def comfy_host(comfyui_path, tiny_checkpoints, animatediff, tmp_path_factory):
     host = _host.ComfyHost(comfyui_path, tmp_path_factory.mktemp("comfyui_base"), python=_python(),
                            extra_args=shlex.split(os.environ.get("AVLAB_HOST_EXTRA_ARGS", "")))
     host.link_custom_node("avlab", REPO)
     host.link_custom_node("avlab_host_test_nodes", HERE / "host_test_nodes")
+    if animatediff["path"] is not None:
+        host.copy_custom_node(_host.ANIMATEDIFF_DIR, animatediff["path"])
     for name, (folder, _fname) in _tiny.FILES.items():
         host.add_model(folder, tiny_checkpoints["files"][name])
     try:

@@ -18,8 +18,11 @@ What the tiny checkpoints cannot run is replaced, and only that:
   empty latent repeated to ``video_frames`` (``RepeatLatentBatch``). ``LoadImage``,
   ``VideoLinearCFGGuidance``, LightCache on the SVD U-Net, ``KSampler``, the sliced decode through
   SVD's temporal VAE (overlap > 0), ``CreateVideo`` and ``SaveVideo`` run as shipped.
-* AnimateDiff: the shipped graph uses core nodes only (the motion module comes from the
-  AnimateDiff-Evolved pack, see its note), so it runs as shipped on the tiny SD1.5 checkpoint.
+* AnimateDiff: runs as shipped with AnimateDiff-Evolved's nodes (the ``animatediff`` fixture copies the
+  pack into the server's ``custom_nodes/``; without it the AnimateDiff workflow's tests skip, naming
+  where it was looked for), on ``sd15_ad`` (an SD1.5 checkpoint with the full-width U-Net block
+  structure a motion module needs) and the tiny ``mm_sd_v15_v2`` motion module
+  (``tiny_checkpoints.EXTRA_FILES``).
 
 It also checks that the committed files are exactly what ``scripts/make_workflows.py`` generates
 from this host's ``/object_info``, so they never go stale.
@@ -59,6 +62,15 @@ def svd_xt_checkpoint(comfyui_path, comfy_host) -> str:
     return comfy_host.add_model("checkpoints", ensure_extra_checkpoint("svd_xt", comfyui_path))
 
 
+ANIMATEDIFF_WORKFLOW = "lightcache_animatediff_sd15"
+
+
+def _needs_animatediff(path: Path, animatediff: dict) -> None:
+    """Skip a check of the AnimateDiff workflow when AnimateDiff-Evolved is not in the host."""
+    if path.stem == ANIMATEDIFF_WORKFLOW and animatediff["path"] is None:
+        pytest.skip(f"{path.name} uses AnimateDiff-Evolved's nodes: {animatediff['how']}")
+
+
 def _load(name: str) -> dict:
     return json.loads((REPO / "workflows" / name).read_text())
 
@@ -89,13 +101,15 @@ def _saved_video(comfy_host, history: dict, api: dict) -> dict:
 # ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
-def test_every_node_type_of_the_workflow_exists_in_the_host(path, object_info):
+def test_every_node_type_of_the_workflow_exists_in_the_host(path, object_info, animatediff):
+    _needs_animatediff(path, animatediff)
     missing = node_types(json.loads(path.read_text())) - set(object_info)
     assert not missing, f"{path.name}: node types unknown to ComfyUI: {sorted(missing)}"
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
-def test_committed_workflow_is_what_make_workflows_generates_from_the_host(path, object_info):
+def test_committed_workflow_is_what_make_workflows_generates_from_the_host(path, object_info, animatediff):
+    _needs_animatediff(path, animatediff)
     make = _make_workflows()
     assert make.dumps(make.WORKFLOWS[path.name](object_info)) == path.read_text(), \
         f"{path.name} is stale: run scripts/make_workflows.py --comfyui $COMFYUI_PATH"
@@ -116,17 +130,23 @@ def test_every_committed_workflow_has_a_host_run():
 # running them
 # ------------------------------------------------------------------------------------------------
 
-def test_runs_lightcache_animatediff_sd15(comfy_host, comfy_client, object_info):
+def test_runs_lightcache_animatediff_sd15(comfy_host, comfy_client, object_info, animatediff_server_models):
     api = ui_to_api(_load("lightcache_animatediff_sd15.json"), object_info, overrides={
-        "CheckpointLoaderSimple": {"ckpt_name": TINY["sd15"]},
-        "EmptyLatentImage": {"width": 64, "height": 64, "batch_size": 4},
+        "CheckpointLoaderSimple": {"ckpt_name": animatediff_server_models["ckpt"]},
+        "ADE_AnimateDiffLoaderGen1": {"model_name": animatediff_server_models["motion_model"]},
+        "EmptyLatentImage": {"width": 32, "height": 32, "batch_size": 4},
         "KSampler": {"steps": 3},
         "SaveVideo": {"filename_prefix": "workflows/animatediff_sd15"},
     })
     offset = comfy_client.log_offset()
-    history = comfy_client.run(api, timeout=600)
-    assert _saved_video(comfy_host, history, api) == {"frames": 4, "size": (64, 64), "audio_channels": 0}
-    assert "LightCache - skipped 2/3 steps" in comfy_client.log_text(offset)  # interval 3: steps 1 and 2 reuse
+    try:
+        history = comfy_client.run(api, timeout=600)
+        assert _saved_video(comfy_host, history, api) == {"frames": 4, "size": (32, 32), "audio_channels": 0}
+        log = comfy_client.log_text(offset)
+        assert f"Using motion module {animatediff_server_models['motion_model']}:v2" in log  # injected
+        assert "LightCache - skipped 2/3 steps" in log  # interval 3: steps 1 and 2 reuse
+    finally:
+        comfy_client.free(unload_models=True, free_memory=True)  # ~4 GB of fp32 weights
 
 
 def test_runs_lightcache_svd_img2vid(comfy_host, comfy_client, object_info, svd_xt_checkpoint):

@@ -25,6 +25,14 @@ checkpoints/ (extra, on demand)  ``ImageOnlyCheckpointLoader``    the SVD U-Net 
                                                                   *without* the CLIP-ViT-H image encoder
                                                                   (fixed at ~632 M parameters), so the
                                                                   loader's CLIP_VISION output is None.
+checkpoints/ (extra, on demand)  ``CheckpointLoaderSimple``       SD1.5's full-width block structure (an
+``avlab_tiny_sd15_ad...``        → ``SD15``                       AnimateDiff motion module needs it, see
+                                                                  :func:`build_sd15_ad`), spatial
+                                                                  transformers on the first level only;
+                                                                  VAE and CLIP as ``sd15``. ~0.57 B U-Net.
+animatediff_models/ (extra)      AnimateDiff-Evolved's loaders    nothing (widths fixed by the loader):
+``avlab_tiny_mm_sd_v15_v2...``   → SD1.5 motion module ``v2``     ``mm_sd_v15_v2.ckpt`` key layout, ~0.45 B
+                                                                  (:func:`build_mm_sd_v15_v2`).
 ==============================  ===============================  ========================================
 
 Files are fp16 on disk, random with fan-in scaled normals (norm gains 1, biases 0), seeded, so every
@@ -68,6 +76,8 @@ FILES: dict[str, tuple[str, str]] = {
 #: into the server's models by the ``comfy_host`` fixture; a test adds them with ``add_model``).
 EXTRA_FILES: dict[str, tuple[str, str]] = {
     "svd_xt": ("checkpoints", "avlab_tiny_svd_xt.safetensors"),
+    "sd15_ad": ("checkpoints", "avlab_tiny_sd15_ad.safetensors"),
+    "mm_sd_v15_v2": ("animatediff_models", "avlab_tiny_mm_sd_v15_v2.safetensors"),
 }
 #: name -> file name as ComfyUI lists it in its model folder (what loader nodes take).
 TINY = {name: fname for name, (_folder, fname) in FILES.items()}
@@ -80,6 +90,19 @@ SD15_UNET = dict(
     use_linear_in_transformer=False, use_spatial_transformer=True, legacy=False, adm_in_channels=None,
     use_checkpoint=False,
 )
+#: SD1.5 U-Net that AnimateDiff-Evolved can inject a v2 motion module into (see :func:`build_sd15_ad`).
+SD15_AD_UNET = dict(
+    image_size=32, in_channels=4, model_channels=320, out_channels=4, num_res_blocks=[2, 2, 2, 2],
+    channel_mult=[1, 2, 4, 4], transformer_depth=[1, 1, 0, 0, 0, 0, 0, 0],
+    transformer_depth_output=[1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0], transformer_depth_middle=-1,
+    context_dim=768, num_heads=8, num_head_channels=-1, use_linear_in_transformer=False,
+    use_spatial_transformer=True, legacy=False, adm_in_channels=None, use_checkpoint=False,
+)
+#: AnimateDiff v2 motion module (``mm_sd_v15_v2.ckpt``): widths of its down blocks (up blocks reversed),
+#: of its mid block, and its positional-encoding length.
+MM_V2_WIDTHS = (320, 640, 1280, 1280)
+MM_V2_MID = 1280
+MM_V2_PE_LEN = 32
 SD_VAE = dict(double_z=True, z_channels=4, resolution=256, in_channels=3, out_ch=3, ch=128, ch_mult=[1, 2, 4, 4],
               num_res_blocks=2, attn_resolutions=[], dropout=0.0)
 WAN21_T2V = dict(model_type="t2v", patch_size=(1, 2, 2), text_len=512, in_dim=16, dim=128, ffn_dim=256, freq_dim=256,
@@ -300,7 +323,7 @@ def _fp16(sd: dict, prefix: str = "") -> dict:
     return out
 
 
-def build_sd15() -> dict:
+def build_sd15(unet_config: dict | None = None) -> dict:
     """Official SD1.x single-file layout: model.diffusion_model.* / first_stage_model.* /
     cond_stage_model.transformer.text_model.*"""
     import torch
@@ -309,7 +332,7 @@ def build_sd15() -> dict:
     import comfy.ops
     from comfy.ldm.models.autoencoder import AutoencoderKL
 
-    sd = _fp16(_build(UNetModel, SD15_UNET, SEED).state_dict(), "model.diffusion_model.")
+    sd = _fp16(_build(UNetModel, unet_config or SD15_UNET, SEED).state_dict(), "model.diffusion_model.")
     vae = AutoencoderKL(ddconfig=dict(SD_VAE), embed_dim=4)  # torch-initialised, then re-randomised
     init_random(vae, SEED + 1)
     sd.update(_fp16(vae.state_dict(), "first_stage_model."))
@@ -323,6 +346,103 @@ def build_sd15() -> dict:
     sd.update(_fp16(clip_sd, "cond_stage_model.transformer."))
     sd["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.arange(77, dtype=torch.int64)[None]
     return sd
+
+
+def build_sd15_ad() -> dict:
+    """SD1.5 checkpoint (same layout, VAE and CLIP as ``sd15``) whose U-Net takes an AnimateDiff motion module.
+
+    AnimateDiff-Evolved builds an SD1.5 motion module at fixed widths (320/640/1280/1280, mid 1280,
+    ``motion_module_ad.AnimateDiffModel``) and inserts its 8 down / 12 up / 1 mid temporal modules,
+    in order, after the spatial transformer (else the first ResBlock) of every U-Net block that has
+    one, so the U-Net needs SD1.5's full block structure at full width: 4 levels
+    (``channel_mult [1, 2, 4, 4]``) of 2 res blocks, 3 per level on the way up, and a middle block.
+    Nothing smaller is accepted: narrower levels break the motion module's GroupNorms, fewer res
+    blocks leave modules without a block (or put them into one of another width). It is reduced in
+    depth only: a spatial transformer (context 768, what detection matches as ``SD15``) on the first
+    level alone, none deeper and none in the middle block (a single ResBlock) — ~0.57 B U-Net
+    parameters instead of SD1.5's ~0.86 B.
+
+    Cost (CI budget): 1.56 GB on disk (fp16; the motion module 0.91 GB more), generated once in ~35 s.
+    On 32x32 images (4x4 latents, the two deepest levels at 1x1) the weights dominate: one denoiser
+    call on 4 frames with CFG (batch 8), motion module injected, takes ~2 s on one CPU core, and
+    loading checkpoint + motion module ~10 s; the AnimateDiff host tests keep to a few such calls.
+    """
+    return build_sd15(SD15_AD_UNET)
+
+
+def _sinusoidal_pe(length: int, dim: int):
+    """The fixed sinusoidal table AnimateDiff stores as ``pos_encoder.pe`` (``[1, length, dim]``)."""
+    import math
+
+    import torch
+
+    pos = torch.arange(length, dtype=torch.float32)[:, None]
+    div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    pe = torch.zeros(1, length, dim)
+    pe[0, :, 0::2] = torch.sin(pos * div)
+    pe[0, :, 1::2] = torch.cos(pos * div)
+    return pe
+
+
+def build_mm_sd_v15_v2() -> dict:
+    """Random AnimateDiff v2 motion module in the key layout of the official ``mm_sd_v15_v2.ckpt``.
+
+    ``down_blocks.{0..3}.motion_modules.{0,1}``, ``up_blocks.{0..3}.motion_modules.{0,1,2}`` and
+    ``mid_block.motion_modules.0``, each ``.temporal_transformer.`` + ``norm`` (GroupNorm 32),
+    ``proj_in``, ``transformer_blocks.0.`` {``attention_blocks.{0,1}.`` (``to_q/k/v`` without bias,
+    ``to_out.0``, ``pos_encoder.pe`` [1, 32, C]), ``norms.{0,1}``, ``ff.net.0.proj`` (GEGLU, C -> 8C),
+    ``ff.net.2`` (4C -> C), ``ff_norm``} and ``proj_out``; widths 320/640/1280/1280 (up: reversed),
+    mid 1280 — exactly what AnimateDiff-Evolved builds for an SD1.5 motion module, so its loader
+    accepts the file (it verifies missing/unexpected keys) and detects it as ``v2`` (it has a mid
+    block). Nothing can be reduced: the widths are fixed by the loader and must equal the U-Net's.
+    Written without AnimateDiff-Evolved's code (the layout is the official checkpoint's).
+
+    Weights are fan-in scaled normals like :func:`init_random` (norm gains 1, biases 0), except
+    ``proj_out`` (zero in a fresh AnimateDiff module): std ``0.2 / sqrt(C)`` so that every temporal
+    module visibly mixes frames while the activations stay in range. ~0.45 B parameters.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(SEED + 7)
+    sd: dict = {}
+
+    def normal(shape, std):
+        return torch.randn(shape, generator=gen, dtype=torch.float32) * std
+
+    def linear(prefix, n_out, n_in, bias=True, scale=1.0):
+        sd[prefix + ".weight"] = normal((n_out, n_in), scale / n_in ** 0.5)
+        if bias:
+            sd[prefix + ".bias"] = torch.zeros(n_out)
+
+    def norm(prefix, c):
+        sd[prefix + ".weight"] = torch.ones(c)
+        sd[prefix + ".bias"] = torch.zeros(c)
+
+    def temporal_module(prefix, c):
+        p = prefix + ".temporal_transformer"
+        norm(p + ".norm", c)
+        linear(p + ".proj_in", c, c)
+        blk = p + ".transformer_blocks.0"
+        for k in range(2):
+            att = f"{blk}.attention_blocks.{k}"
+            for name in ("to_q", "to_k", "to_v"):
+                linear(f"{att}.{name}", c, c, bias=False)
+            linear(f"{att}.to_out.0", c, c)
+            sd[f"{att}.pos_encoder.pe"] = _sinusoidal_pe(MM_V2_PE_LEN, c)
+            norm(f"{blk}.norms.{k}", c)
+        linear(blk + ".ff.net.0.proj", 8 * c, c)
+        linear(blk + ".ff.net.2", c, 4 * c)
+        norm(blk + ".ff_norm", c)
+        linear(p + ".proj_out", c, c, scale=0.2)
+
+    for i, c in enumerate(MM_V2_WIDTHS):
+        for j in range(2):
+            temporal_module(f"down_blocks.{i}.motion_modules.{j}", c)
+    for i, c in enumerate(reversed(MM_V2_WIDTHS)):
+        for j in range(3):
+            temporal_module(f"up_blocks.{i}.motion_modules.{j}", c)
+    temporal_module("mid_block.motion_modules.0", MM_V2_MID)
+    return _fp16(sd)
 
 
 def build_wan21_t2v() -> dict:
@@ -368,7 +488,8 @@ def build_svd_xt() -> dict:
 
 
 BUILDERS = {"sd15": build_sd15, "wan21_t2v": build_wan21_t2v, "wan21_vae": build_wan21_vae,
-            "svd_unet": build_svd_unet, "svd_xt": build_svd_xt}
+            "svd_unet": build_svd_unet, "svd_xt": build_svd_xt, "sd15_ad": build_sd15_ad,
+            "mm_sd_v15_v2": build_mm_sd_v15_v2}
 
 
 def _detect(name: str, sd: dict) -> str:
@@ -377,6 +498,10 @@ def _detect(name: str, sd: dict) -> str:
     import comfy.utils
 
     sd = dict(sd)  # the helpers below pop keys
+    if name == "mm_sd_v15_v2":  # what AnimateDiff-Evolved keys on: 4 down blocks (SD1.5), a mid block (v2)
+        downs = {int(k.split(".")[1]) for k in sd if k.startswith("down_blocks.")}
+        return "animatediff_sd15_v2" if downs == {0, 1, 2, 3} and any(
+            k.startswith("mid_block.") for k in sd) else "unknown"
     if name == "wan21_vae":
         return "wan21_vae" if ("decoder.middle.0.residual.0.gamma" in sd
                                and "decoder.upsamples.0.upsamples.0.residual.2.weight" not in sd) else "unknown"
