@@ -238,8 +238,10 @@ def load_cells(directory: Path = CELLS_DIR) -> list[dict]:
         key = (c["model"], c["sampler"])
         if key not in merged:
             merged[key] = c
-        else:
-            merged[key]["rows"] += [r for r in c["rows"] if r["method"] != "uncached"]
+        else:   # the main pass is the record; the other passes add their rows
+            base, extra = (c, merged[key]) if c.get("pass", "main") == "main" else (merged[key], c)
+            base["rows"] += [r for r in extra["rows"] if r["method"] != "uncached"]
+            merged[key] = base
     return list(merged.values())
 
 
