@@ -352,7 +352,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         foley_generation_stage(out, args.seed)
     if not args.skip_lightcache:
         logger.info("LightCache on the toy video U-Net")
-        stages["LightCache (toy video U-Net)"] = lightcache_stage(out, args.steps, args.cache_interval, args.cache_depth)
+        which = ("the library defaults" if args.cache_interval is None and args.cache_depth is None
+                 else "settings from the command line")
+        stages[f"LightCache (toy video U-Net, {which})"] = lightcache_stage(out, args.steps, args.cache_interval,
+                                                                           args.cache_depth)
     summary = {"out": str(out), "stages": stages, "seconds": round(time.perf_counter() - t0, 1)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (out / "summary.md").write_text(_summary_md(summary))

@@ -435,6 +435,39 @@ def plot_frontiers(fronts: dict, models, path: Path) -> Path:
     return path
 
 
+def sample_grid(comfy_path: str, path: Path = RESULTS / "lightcache_zoo_samples.png") -> Path:
+    """One row per zoo model: uncached ComfyUI samples (euler, 30 steps, CFG 3) of the three classes, every
+    frame, decoded with the toy codec — evidence that each model learned the domain (or, for the
+    under-trained ones, how far it got)."""
+    import numpy as np
+    from PIL import Image
+
+    comfy = zoo.import_comfy(comfy_path)
+    import comfy.sample  # noqa: F401
+
+    rows = []
+    labels = torch.arange(zoo.NUM_CLASSES)
+    for spec in zoo.ZOO:
+        model = zoo.load(comfy, spec)
+        _, _, codec = zoo.domain_latents(1, zoo.HELDOUT_DATA_SEED)
+        shape = zoo.to_model_layout(spec, torch.zeros(len(labels), zoo.CHANNELS, zoo.FRAMES, zoo.LATENT,
+                                                      zoo.LATENT)).shape
+        noise = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+        out = comfy.sample.sample(model, noise, 30, 3.0, "euler", "simple",
+                                  [[zoo.context_for(spec, labels), {}]],
+                                  [[torch.zeros(1, zoo.TOKENS + 1, zoo.CONTEXT_DIM), {}]], torch.zeros(shape),
+                                  disable_pbar=True, seed=0)
+        frames = codec.decode(zoo.from_model_layout(spec, out)).clamp(0, 1)       # [B,T,H,W,3]
+        b, t, h, w, _ = frames.shape
+        rows.append(frames.permute(0, 2, 1, 3, 4).reshape(b * h, t * w, 3))
+    grid = torch.cat(rows, dim=0)
+    img = Image.fromarray((grid.numpy() * 255).round().astype(np.uint8))
+    img = img.resize((img.width * 2, img.height * 2), Image.NEAREST)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH"))
@@ -449,12 +482,16 @@ def main(argv=None) -> int:
                          "sensitive to caching than the zoo; a 3 dB margin picked a setting that fell to 28.5 dB "
                          "on the report models)")
     ap.add_argument("--all-frontiers", action="store_true", help="frontier rows for tune models too")
+    ap.add_argument("--samples", action="store_true", help="only write the sample grid of the zoo models")
     ap.add_argument("--worker", nargs=2, metavar=("MODEL", "SAMPLER_INDEX"), help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--pass", dest="pass_name", default="main", help=argparse.SUPPRESS)
     ap.add_argument("--passes", nargs="*", default=["main", "low"], choices=["main", "low"],
                     help="main: every method; low: EasyCache/LazyCache at their strictest thresholds")
     args = ap.parse_args(argv)
+    if args.samples:
+        print(f"wrote {sample_grid(args.comfyui)}")
+        return 0
     if args.worker:
         torch.set_num_threads(1)
         cell = run_cell(args.comfyui, args.worker[0], int(args.worker[1]), args.rounds, args.pass_name)
