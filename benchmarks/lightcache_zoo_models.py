@@ -1,8 +1,8 @@
 """The LightCache benchmark zoo: six small diffusion models built from ComfyUI's own classes, trained on
 the synthetic domain (LightCache part 2: defaults must hold on models they were not tuned on).
 
-Each zoo model is a real ComfyUI model object — ``comfy.model_base.BaseModel`` (SD1.5-style
-``UNetModel``, ε-prediction, the SD discrete schedule) or ``comfy.model_base.WAN21`` (``WanModel``,
+Each zoo model is a real ComfyUI model object — ``comfy.model_base.BaseModel`` (SD-style
+``UNetModel``, v-prediction on the SD discrete schedule) or ``comfy.model_base.WAN21`` (``WanModel``,
 rectified flow with the discrete-flow shift) — built in-process at small widths (ComfyUI's loaders
 only detect full-size checkpoints), so ComfyUI's samplers, schedulers, CFG, EasyCache/LazyCache and
 the AVLab LightCache node all run on it exactly as on a downloaded model. The latent is the pack's
@@ -16,7 +16,7 @@ they are reported on (``"report"``).
 
 Training (``python scripts/train_lightcache_zoo.py``; never in CI): the shared loop
 (:func:`avlab.common.training.train`, AdamW, warm-up + cosine, EMA), denoising loss
-``|D(x_σ) − x₀|² / σ²`` (= ε-MSE for the U-Nets, velocity MSE for the flow models), σ drawn from
+``|D(x_σ) − x₀|² / σ²`` (velocity MSE for the flow models; × (σ² + 1) = v-MSE for the U-Nets), σ drawn from
 each model's own ``model_sampling`` as ComfyUI samples it, class prompt dropped with p = 0.1 (CFG).
 Weights: ``weights/lightcache_zoo/<name>.safetensors`` (fp16) + ``<name>.json`` (spec + record).
 """
@@ -55,25 +55,33 @@ class ZooModel:
     batch: int = 8
     shift: float = 3.0            # Wan: discrete-flow shift of its model_sampling
     note: str = ""
+    prediction: str = "eps"       # U-Net: "eps" (SD1.5) or "v" (SD2-v style; better conditioned at high σ)
 
 
 ZOO = (
     ZooModel("unet_s", UNET, TUNE, dict(model_channels=32, channel_mult=(1, 2), num_res_blocks=1), seed=0,
-             steps=1500, note="2 levels, 1 res block"),
+             steps=1500, prediction="v", note="2 levels, 1 res block"),
     ZooModel("wan_6x128", WAN, TUNE, dict(dim=128, num_heads=2, num_layers=6, ffn_dim=512), seed=0, steps=1500),
     ZooModel("wan_4x64_short", WAN, TUNE, dict(dim=64, num_heads=1, num_layers=4, ffn_dim=256), seed=1,
              steps=150, note="under-trained"),
     ZooModel("unet_m", UNET, REPORT, dict(model_channels=32, channel_mult=(1, 2, 3), num_res_blocks=2), seed=3,
-             steps=2500, note="3 levels, 2 res blocks, well trained"),
+             steps=2500, prediction="v", note="3 levels, 2 res blocks, well trained"),
     ZooModel("unet_s_short", UNET, REPORT, dict(model_channels=32, channel_mult=(1, 2), num_res_blocks=1),
-             seed=4, steps=150, note="under-trained"),
+             seed=4, steps=150, prediction="v", note="under-trained"),
     ZooModel("wan_10x96", WAN, REPORT, dict(dim=96, num_heads=2, num_layers=10, ffn_dim=384), seed=5,
              steps=2500, shift=5.0, note="deeper, well trained"),
 )
 
+#: tried and dropped: the same U-Nets with ε-prediction (SD1.5) denoised well at σ ≤ 1 but their samples from
+#: pure noise were not recognisable after 1500 steps (ε too imprecise at σ ≥ 3); v-prediction fixed it
+EXTRA = (
+    ZooModel("unet_s_eps", UNET, TUNE, dict(model_channels=32, channel_mult=(1, 2), num_res_blocks=1), seed=0,
+             steps=1500, prediction="eps", note="ε-prediction"),
+)
+
 
 def by_name(name: str) -> ZooModel:
-    for m in ZOO:
+    for m in ZOO + EXTRA:
         if m.name == name:
             return m
     raise KeyError(f"no zoo model {name!r}; known: {[m.name for m in ZOO]}")
@@ -150,7 +158,8 @@ def build(comfy, spec: ZooModel, device: str = "cpu", shift: float | None = None
         cfg = comfy.supported_models.SD15(unet_config(spec))
         cfg.latent_format = _latent_format(comfy, 2)
         cfg.set_inference_dtype(torch.float32, None)
-        model = comfy.model_base.BaseModel(cfg, device=device)
+        kind = comfy.model_base.ModelType.V_PREDICTION if spec.prediction == "v" else comfy.model_base.ModelType.EPS
+        model = comfy.model_base.BaseModel(cfg, model_type=kind, device=device)
     elif spec.family == WAN:
         cfg = comfy.supported_models.WAN21_T2V(wan_config(spec))
         cfg.sampling_settings = {"shift": spec.shift if shift is None else shift}
@@ -242,7 +251,8 @@ def domain_latents(n: int, seed: int):
 # -- training --------------------------------------------------------------------------------------------
 def denoise_loss(model, spec: ZooModel, x0: torch.Tensor, labels: torch.Tensor, dropout: float = 0.1,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """``|D(x_σ) − x₀|² / σ²`` with σ from the model's own sampling (ε / velocity MSE)."""
+    """``|D(x_σ) − x₀|² / σ²`` with σ from the model's own sampling (ε / velocity MSE; v-prediction U-Nets:
+    ``× (σ² + 1)``, the v-MSE)."""
     ms = model.model_sampling
     n = x0.shape[0]
     if spec.family == UNET:
@@ -260,7 +270,8 @@ def denoise_loss(model, spec: ZooModel, x0: torch.Tensor, labels: torch.Tensor, 
     s = sigma.view(-1, *([1] * (x0.ndim - 1)))
     xt = ms.noise_scaling(s, noise, x0)
     den = model.apply_model(xt, sigma, c_crossattn=ctx)
-    return ((den - x0) ** 2 / s ** 2).mean()
+    weight = (s ** 2 + 1) / s ** 2 if spec.prediction == "v" else 1 / s ** 2   # v-MSE / ε-MSE
+    return ((den - x0) ** 2 * weight).mean()
 
 
 def train(comfy, spec: ZooModel, log_every: int = 50, on_log=None):
@@ -338,7 +349,8 @@ def param_count(model) -> int:
 def describe(spec: ZooModel) -> str:
     a = spec.arch
     if spec.family == UNET:
-        arch = f"U-Net ch {a['model_channels']} × {list(a['channel_mult'])}, {a['num_res_blocks']} res/level"
+        arch = (f"U-Net ch {a['model_channels']} × {list(a['channel_mult'])}, {a['num_res_blocks']} res/level, "
+                f"{spec.prediction}-prediction")
     else:
         arch = f"Wan DiT {a['num_layers']} blocks × {a['dim']}, trained at shift {spec.shift}"
     return f"{arch}, seed {spec.seed}, {spec.steps} steps" + (f" ({spec.note})" if spec.note else "")
