@@ -8,7 +8,7 @@ PCA codec fitted on them, the model init (``config.seed``) and the training draw
 model ``<name>.safetensors`` (diffusers state dict, fp16), ``<name>.json`` (config + record:
 held-out loss untrained vs trained, training time, sample statistics) and ``<name>_samples.png``
 (decoded samples, one row per class), plus the shared ``toy_codec.safetensors``.
-CPU, one thread by default (the machine is shared): about 10 minutes per model (600 steps, batch 8).
+CPU, one thread by default (the machine is shared): about 10–15 minutes per model (U-Net 2400 steps, Wan 600, batch 8).
 """
 
 from __future__ import annotations
