@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import platform
 import resource
@@ -42,6 +43,72 @@ class Config:
     name: str
     target: str
     kwargs: dict = field(default_factory=dict)
+
+
+def import_comfy(path: str):
+    """Import ComfyUI (``path`` = its checkout) in-process on the CPU (``--cpu`` parsed before
+    ``model_management``); returns the ``comfy`` package with the modules the benchmarks use loaded."""
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    argv = sys.argv
+    sys.argv = ["comfyui", "--cpu"]
+    try:
+        import comfy.options
+        comfy.options.enable_args_parsing()
+        import comfy.cli_args  # noqa: F401
+        import comfy.latent_formats  # noqa: F401
+        import comfy.model_base  # noqa: F401
+        import comfy.model_management  # noqa: F401
+        import comfy.model_patcher  # noqa: F401
+        import comfy.patcher_extension  # noqa: F401
+        import comfy.sample  # noqa: F401
+        import comfy.samplers  # noqa: F401
+        import comfy.sd  # noqa: F401
+        import comfy.supported_models  # noqa: F401
+    finally:
+        sys.argv = argv
+    return comfy
+
+
+class RunLog(logging.Handler):
+    """Keeps the last "<method> - skipped a/b steps" summary line a cache logs after a run."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.last = None
+
+    def emit(self, record):
+        msg = record.getMessage()
+        if " - skipped " in msg and msg.startswith(("EasyCache", "LazyCache", "LightCache")):
+            self.last = msg
+
+    def skipped_text(self) -> str:
+        """``"a/b"`` steps skipped as logged, ``"–"`` when nothing was logged."""
+        if not self.last:
+            return "–"
+        return self.last.split(" - skipped ", 1)[1].split(" steps", 1)[0]
+
+    def skipped(self) -> int | None:
+        if not self.last:
+            return None
+        return int(self.last.split(" - skipped ", 1)[1].split("/", 1)[0])
+
+    def estimated_speedup(self) -> float | None:
+        """LightCache's own estimate (per-call wall-time medians) from its summary line."""
+        if not self.last or "est. denoiser speed-up " not in self.last:
+            return None
+        v = self.last.split("est. denoiser speed-up ", 1)[1].split("x", 1)[0]
+        try:
+            return float(v)
+        except ValueError:
+            return None
+
+    def reused_calls(self) -> tuple[int, int] | None:
+        """LightCache: (model calls that reused the cache, all model calls) of the last run."""
+        if not self.last or "model calls reused" not in self.last:
+            return None
+        a, b = self.last.split(" (", 1)[1].split(" model calls", 1)[0].split("/")
+        return int(a), int(b)
 
 
 def _status_kib(key: str, pid: int | str = "self") -> int:

@@ -35,9 +35,7 @@ def _setup():
         return _STATE
     import torch
 
-    from lightcache_zoo_models import import_comfy
-
-    import_comfy(os.environ["COMFYUI_PATH"])
+    harness.import_comfy(os.environ["COMFYUI_PATH"])
     import comfy.sd
     from comfy.ldm.models.autoencoder import AutoencoderKL
 

@@ -26,6 +26,9 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import harness  # noqa: E402
+from harness import RunLog  # noqa: E402
 RESULTS = HERE / "results" / "lightcache_vs_easycache.md"
 EASYCACHE_THRESHOLDS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 LIGHTCACHE = ([(k, d, "uniform") for d in (0, 1) for k in (2, 3, 4, 5, 6)]
@@ -34,42 +37,11 @@ PSNR_LEVELS = (40.0, 35.0, 30.0, 25.0, 20.0)
 
 
 def import_comfy(path: str):
-    """Import ComfyUI in-process on the CPU (``--cpu`` must be parsed before model_management)."""
-    if path not in sys.path:
-        sys.path.insert(0, path)
-    argv = sys.argv
-    sys.argv = ["comfyui", "--cpu"]
-    try:
-        import comfy.options
-        comfy.options.enable_args_parsing()
-        import comfy.cli_args  # noqa: F401
-        import comfy.model_management  # noqa: F401
-        import comfy.patcher_extension
-        import comfy.sample
-        import comfy.samplers
-        import comfy.sd
-        from comfy_extras import nodes_easycache
-    finally:
-        sys.argv = argv
+    """ComfyUI in-process on the CPU (``harness.import_comfy``) plus its EasyCache node module."""
+    comfy = harness.import_comfy(path)
+    from comfy_extras import nodes_easycache
+
     return comfy, nodes_easycache
-
-
-class RunLog(logging.Handler):
-    """Keeps the last "<method> - skipped a/b steps" line EasyCache / LightCache log after a run."""
-
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.last = None
-
-    def emit(self, record):
-        msg = record.getMessage()
-        if " - skipped " in msg and msg.startswith(("EasyCache", "LightCache")):
-            self.last = msg
-
-    def skipped(self) -> str:
-        if not self.last:
-            return "–"
-        return self.last.split(" - skipped ", 1)[1].split(" steps", 1)[0]
 
 
 def psnr_ssim(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
@@ -157,7 +129,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             runlog.last = None
             outs[key] = run(m)
-            skipped[key] = runlog.skipped()
+            skipped[key] = runlog.skipped_text()
             times[key].append(time.perf_counter() - t0)
         print(f"round {r + 1}/{args.rounds}: uncached {times['uncached–'][-1]:.2f} s", flush=True)
     ref_video = toy.decode(outs["uncached–"])

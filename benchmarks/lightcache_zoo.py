@@ -44,6 +44,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import lightcache_zoo_models as zoo  # noqa: E402
+from harness import RunLog  # noqa: E402
 
 RESULTS = HERE / "results"
 CELLS_DIR = HERE.parent / "runs" / "lightcache_zoo_cells"
@@ -84,41 +85,6 @@ def settings(pass_name: str = "main") -> list[dict]:
     out += [{"method": m, "setting": f"threshold {t}", "threshold": t} for m in ("EasyCache", "LazyCache")
             for t in COMFY_THRESHOLDS]
     return out
-
-
-class RunLog(logging.Handler):
-    """Keeps the last "<method> - skipped a/b steps" summary line a cache logs after a run."""
-
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.last = None
-
-    def emit(self, record):
-        msg = record.getMessage()
-        if " - skipped " in msg and msg.startswith(("EasyCache", "LazyCache", "LightCache")):
-            self.last = msg
-
-    def skipped(self) -> int | None:
-        if not self.last:
-            return None
-        return int(self.last.split(" - skipped ", 1)[1].split("/", 1)[0])
-
-    def estimated_speedup(self) -> float | None:
-        """LightCache's own estimate (per-call wall-time medians) from its summary line."""
-        if not self.last or "est. denoiser speed-up " not in self.last:
-            return None
-        v = self.last.split("est. denoiser speed-up ", 1)[1].split("x", 1)[0]
-        try:
-            return float(v)
-        except ValueError:
-            return None
-
-    def reused_calls(self) -> tuple[int, int] | None:
-        """LightCache: (model calls that reused the cache, all model calls) of the last run."""
-        if not self.last or "model calls reused" not in self.last:
-            return None
-        a, b = self.last.split(" (", 1)[1].split(" model calls", 1)[0].split("/")
-        return int(a), int(b)
 
 
 # -- one cell (worker process) ----------------------------------------------------------------------------

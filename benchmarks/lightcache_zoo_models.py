@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+
+from harness import import_comfy  # noqa: F401,E402  (re-exported: the zoo scripts import it from here)
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO_DIR = Path(os.environ.get("AVLAB_ZOO_DIR", ROOT / "weights" / "lightcache_zoo"))
@@ -88,30 +89,6 @@ def by_name(name: str) -> ZooModel:
 
 
 # -- building the ComfyUI model objects ------------------------------------------------------------------
-def import_comfy(path: str):
-    """Import ComfyUI (``path`` = its checkout) in-process on the CPU (``--cpu`` parsed before
-    ``model_management``); returns the ``comfy`` package with the modules the zoo uses loaded."""
-    if path not in sys.path:
-        sys.path.insert(0, path)
-    argv = sys.argv
-    sys.argv = ["comfyui", "--cpu"]
-    try:
-        import comfy.options
-        comfy.options.enable_args_parsing()
-        import comfy.cli_args  # noqa: F401
-        import comfy.latent_formats  # noqa: F401
-        import comfy.model_base  # noqa: F401
-        import comfy.model_management  # noqa: F401
-        import comfy.model_patcher  # noqa: F401
-        import comfy.patcher_extension  # noqa: F401
-        import comfy.sample  # noqa: F401
-        import comfy.samplers  # noqa: F401
-        import comfy.supported_models  # noqa: F401
-    finally:
-        sys.argv = argv
-    return comfy
-
-
 def _latent_format(comfy, dims: int):
     class ToyLatent(comfy.latent_formats.LatentFormat):
         """The toy latent is already unit-scale: process_in / process_out are the identity."""
