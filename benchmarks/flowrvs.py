@@ -44,7 +44,7 @@ def main(argv=None) -> int:
         Config("1 step (paper)", target, {"clips": args.clips, "steps": 1}),
         Config("4 steps", target, {"clips": args.clips, "steps": 4}),
         Config("4 steps + LightCache interval 2", target,
-               {"clips": args.clips, "steps": 4, "lightcache": {"cache_interval": 2}}),
+               {"clips": args.clips, "steps": 4, "lightcache": {"cache_interval": 2, "schedule": "uniform"}}),
     ]
     rows = run_all(configs, warmup=1, repeats=args.repeats, threads=1)
     table = ratio_table(rows, "1 step (paper)", extra=("J&F", "J", "F", "flow_seconds"))

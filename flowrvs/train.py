@@ -55,13 +55,17 @@ NODE = "FlowRVS trainer"
 # ---------------------------------------------------------------------------------------------- configs
 @dataclass
 class DataConfig:
-    """Clips of :mod:`avlab.synthetic.referring` (train / val / test seed ranges are disjoint)."""
+    """Clips of :mod:`avlab.synthetic.referring` (train / val / test seed ranges are disjoint).
+    ``all_objects``: every training clip gives one example per object its own sentence names uniquely
+    (:meth:`ReferringClip.referable`: one video, several expressions, as MeViS has), so the flow cannot
+    tell the target from the video alone and must read the sentence; val / test keep one target per clip."""
 
-    train_clips: int = 800
+    train_clips: int = 2400
     val_clips: int = 32
     test_clips: int = 64
     frames: int = 9
     size: int = 96
+    all_objects: bool = True
 
 
 @dataclass
@@ -115,11 +119,26 @@ def train_config(d: dict | None, **defaults) -> TrainConfig:
 
 # ---------------------------------------------------------------------------------------------- data
 def render_clips(split: str, count: int, data: DataConfig) -> dict:
-    """``{"frames" [N,T,H,W,3], "masks" [N,T,H,W], "sentences"}`` of ``count`` clips of ``split``."""
+    """``count`` clips of ``split`` as examples: ``{"frames" [N,T,H,W,3] (one per clip), "masks"
+    [E,T,H,W] uint8, "sentences" (E), "clip_index" [E] (the clip of each example)}``. One example per
+    clip (its target), or with ``data.all_objects`` on the train split one per referable object."""
     cfg = ReferringConfig(frames=data.frames, height=data.size, width=data.size)
-    clips = [make_referring_clip(split, i, cfg) for i in range(count)]
-    return {"frames": torch.stack([c.frames for c in clips]), "masks": torch.stack([c.mask for c in clips]),
-            "sentences": [c.sentence for c in clips]}
+    frames = torch.empty(count, cfg.frames, cfg.height, cfg.width, 3)      # filled clip by clip (memory)
+    masks, sentences, index = [], [], []
+    for i in range(count):
+        c = make_referring_clip(split, i, cfg)
+        frames[i] = c.frames
+        for k in (c.referable() if (data.all_objects and split == "train") else [c.target]):
+            masks.append(c.object_masks[k].to(torch.uint8))
+            sentences.append(c.sentence_of(k))
+            index.append(i)
+    return {"frames": frames, "masks": torch.stack(masks), "sentences": sentences,
+            "clip_index": torch.tensor(index, dtype=torch.long)}
+
+
+def example_frames(clips: dict, examples) -> torch.Tensor:
+    """The frames of ``examples`` (indices or a slice into the examples of :func:`render_clips`)."""
+    return clips["frames"][clips["clip_index"][examples]]
 
 
 def to_vae_images(frames: torch.Tensor | None = None, masks: torch.Tensor | None = None) -> torch.Tensor:
@@ -129,7 +148,7 @@ def to_vae_images(frames: torch.Tensor | None = None, masks: torch.Tensor | None
     if frames is not None:
         parts.append(frames.permute(0, 4, 1, 2, 3) * 2 - 1)
     if masks is not None:
-        parts.append(masks[:, None].expand(-1, 3, -1, -1, -1) * 2 - 1)
+        parts.append(masks[:, None].expand(-1, 3, -1, -1, -1).float() * 2 - 1)
     return torch.cat(parts)
 
 
@@ -139,6 +158,7 @@ class VAECrops:
 
     def __init__(self, clips: dict, stage: VAEStageConfig, seed: int):
         self.frames, self.masks, self.stage = clips["frames"], clips["masks"], stage
+        self.clip_index = clips["clip_index"]
         self.seed, self.rank = seed, rank_info().rank
 
     def batch(self, step: int):
@@ -150,7 +170,7 @@ class VAECrops:
         y0 = int(torch.randint((h - s.crop) // 8 + 1, (1,), generator=g)) * 8
         x0 = int(torch.randint((w - s.crop) // 8 + 1, (1,), generator=g)) * 8
         sl = (idx, slice(t0, t0 + s.crop_frames), slice(y0, y0 + s.crop), slice(x0, x0 + s.crop))
-        return (to_vae_images(self.frames[sl], self.masks[sl]),)
+        return (to_vae_images(self.frames[(self.clip_index[idx],) + sl[1:]], self.masks[sl]),)
 
     def iter_from(self, step: int):
         while True:
@@ -169,15 +189,18 @@ def vae_loss(vae, batch, kl_weight: float):
 
 @torch.no_grad()
 def encode_latents(vae, clips: dict, batch: int = 8) -> dict:
-    """Posterior mean / std of every clip's frames and the mask latent (encoder mean of the mask)."""
+    """Per example: posterior mean / std of its clip's frames (each clip encoded once) and the mask
+    latent (encoder mean of the mask)."""
     vae.eval()
     vm, vs, mm = [], [], []
-    for i in range(0, len(clips["masks"]), batch):
+    for i in range(0, len(clips["frames"]), batch):
         m, s = posterior(vae, to_vae_images(frames=clips["frames"][i:i + batch]))
         vm.append(m)
         vs.append(s)
+    for i in range(0, len(clips["masks"]), batch):
         mm.append(posterior(vae, to_vae_images(masks=clips["masks"][i:i + batch]))[0])
-    return {"video_mean": torch.cat(vm), "video_std": torch.cat(vs), "mask_latent": torch.cat(mm)}
+    index = clips["clip_index"]
+    return {"video_mean": torch.cat(vm)[index], "video_std": torch.cat(vs)[index], "mask_latent": torch.cat(mm)}
 
 
 def latent_statistics(video_mean: torch.Tensor) -> tuple[list[float], list[float]]:
@@ -234,7 +257,7 @@ class MaskLatentCrops:
         x0 = int(torch.randint(w - c + 1, (1,), generator=g))
         z = self.z[idx][..., y0:y0 + c, x0:x0 + c]
         z = z + s.latent_jitter * self.scale * torch.randn(z.shape, generator=g)
-        m = self.masks[idx][..., y0 * 8:(y0 + c) * 8, x0 * 8:(x0 + c) * 8]
+        m = self.masks[idx][..., y0 * 8:(y0 + c) * 8, x0 * 8:(x0 + c) * 8].float()
         return z, m
 
     def iter_from(self, step: int):
@@ -283,7 +306,7 @@ def evaluate(tiny: TinyFlowRVS, clips: dict, steps: int = 1, shift: float = 3.0,
         handle = lc.apply(tiny.system.flow.transformer, **lightcache)
     try:
         for i in range(0, len(clips["masks"]), batch):
-            frames, gt = clips["frames"][i:i + batch], clips["masks"][i:i + batch]
+            frames, gt = example_frames(clips, slice(i, i + batch)), clips["masks"][i:i + batch]
             text = tiny.encode_text(clips["sentences"][i:i + batch])
             video = torch.cat([tiny.video_latent(f) for f in frames])
             t0 = time.perf_counter()

@@ -21,7 +21,7 @@ import json
 import logging
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -45,6 +45,8 @@ VARIANTS = {
 }
 VAE_STEPS, MASK_STEPS, FLOW_STEPS = 1200, 2000, 8000
 FLOW_LR = 1e-3
+#: LightCache on the 4-step flow (the adaptive default needs two full calls to estimate and reuses none of 4)
+LIGHTCACHE_4STEP = {"cache_interval": 2, "schedule": "uniform"}
 
 
 def tc(steps: int, out: Path, lr: float, seed: int, wd: float = 0.0) -> TrainConfig:
@@ -77,6 +79,8 @@ def main() -> int:
     train_clips = T.render_clips("train", data.train_clips, data)
     val = T.render_clips("val", data.val_clips, data)
     test = T.render_clips("test", data.test_clips, data)
+    # the first training clips with their own target sentence: how well the seen data is fitted
+    train_targets = T.render_clips("train", data.test_clips, replace(data, all_objects=False))
     timings = {}
 
     t0 = time.perf_counter()
@@ -84,7 +88,7 @@ def main() -> int:
                         lambda: T.run_vae_stage(train_clips, T.VAEStageConfig(),
                                                 tc(VAE_STEPS, work / "vae_ckpt", 1e-3, args.seed), args.seed)[0])
     timings["vae_s"] = round(time.perf_counter() - t0, 1)
-    lat = T.encode_latents(vae, train_clips)
+    lat = cached_latents(work, vae, train_clips, data)
     stats = T.latent_statistics(lat["video_mean"])
     t0 = time.perf_counter()
     mask_vae = load_or_train(work / "mask_vae.safetensors", lambda: T.prepare_mask_decoder(vae),
@@ -109,13 +113,19 @@ def main() -> int:
             tiny = TinyFlowRVS(tok, system, vae, mask_vae, *stats)
             tiny.save(path, {"variant": name, "flow": asdict(flow), "final_loss": res.metrics.get("loss")})
             tiny = TinyFlowRVS.load(path)            # evaluate the fp16 files
-        row = {"flow": asdict(flow), "train_s": round(time.perf_counter() - t0, 1)}
+        result_file = work / f"result_{name}.json"
+        train_s = round(time.perf_counter() - t0, 1)
+        if train_s < 60 and result_file.is_file():          # a cached variant keeps the time it took to train
+            train_s = json.loads(result_file.read_text()).get("train_s", train_s)
+        row = {"flow": asdict(flow), "train_s": train_s,
+               "train_targets_1step": T.evaluate(tiny, train_targets, steps=1)}
         for split, clips in (("val", val), ("test", test)):
             row[f"{split}_1step"] = T.evaluate(tiny, clips, steps=1)
             row[f"{split}_4step"] = T.evaluate(tiny, clips, steps=4)
-        row["test_4step_lightcache2"] = T.evaluate(tiny, test, steps=4, lightcache={"cache_interval": 2})
+        # uniform interval 2 (steps 0 and 2 run the cached blocks): the adaptive default reuses none of 4 steps
+        row["test_4step_lightcache2"] = T.evaluate(tiny, test, steps=4, lightcache=LIGHTCACHE_4STEP)
         logging.info("%s: %s", name, json.dumps(row))
-        (work / f"result_{name}.json").write_text(json.dumps(row, indent=1))
+        result_file.write_text(json.dumps(row, indent=1))
     # every variant's result so far (variants may run in parallel processes, each writing its own file)
     results = {n: json.loads((work / f"result_{n}.json").read_text()) for n in VARIANTS
                if (work / f"result_{n}.json").is_file()}
@@ -124,7 +134,7 @@ def main() -> int:
     for key, value in old.get("timings", {}).items():     # a cached stage keeps the time it took to train
         if timings.get(key, 0) < 60:
             timings[key] = value
-    meta = {"seed": args.seed, "data": asdict(data), "steps": {"vae": VAE_STEPS, "mask_decoder": MASK_STEPS,
+    meta = {"seed": args.seed, "data": asdict(data), "train_examples": len(train_clips["sentences"]), "steps": {"vae": VAE_STEPS, "mask_decoder": MASK_STEPS,
             "flow": FLOW_STEPS, "flow_lr": FLOW_LR}, "heldout_triples": sorted(map(list, heldout_triples())), "ceiling": ceiling,
             "timings": timings, "threads": args.threads}
     (work / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -138,21 +148,41 @@ def main() -> int:
     return 0
 
 
+def cached_latents(work: Path, vae, clips: dict, data) -> dict:
+    """:func:`T.encode_latents` of the training examples, cached in ``work`` (parallel variant processes
+    and reruns share it; keyed by the data config and the VAE file)."""
+    path = work / "latents_train.pt"
+    key = json.dumps({"data": asdict(data), "vae_bytes": (work / "vae.safetensors").stat().st_size}, sort_keys=True)
+    if path.is_file():
+        cached = torch.load(path, weights_only=True)
+        if cached.get("key") == key:
+            return cached["latents"]
+    lat = T.encode_latents(vae, clips)
+    torch.save({"key": key, "latents": lat}, path)
+    return lat
+
+
 def write_table(results: dict, meta: dict) -> None:
     out = ROOT / "benchmarks" / "results" / "flowrvs_synthetic.md"
     lines = ["# FlowRVS on the synthetic referring clips (tiny model, CPU)", "",
-             "`python scripts/train_flowrvs_synthetic.py` (seed %d). Train: %d clips; val: %d, test: %d clips whose "
-             "target is one of %d held-out colour/shape/motion triples (never rendered in training); a same-colour, "
-             "same-shape twin moving another way in 60%% of clips. %d×%d px, %d frames. DAVIS J&F (bound_th 0.008), "
-             "threshold at logit 0. Nothing is tuned on val or test." % (
-                 meta["seed"], meta["data"]["train_clips"], meta["data"]["val_clips"], meta["data"]["test_clips"],
-                 len(meta["heldout_triples"]), meta["data"]["size"], meta["data"]["size"], meta["data"]["frames"]), "",
-             "| variant | BBS p(t=1) | SPA scale | DVI | val J&F 1 step | **test J&F 1 step** | test J | test F | "
-             "test J&F 4 steps | test 4 steps + LightCache (interval 2) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "`python scripts/train_flowrvs_synthetic.py` (seed %d). Train: %d clips, %s; val: %d, test: %d clips "
+             "whose target is one of %d held-out colour/shape/motion triples (never rendered in training); a "
+             "same-colour, same-shape twin moving another way in 60%% of clips. %d×%d px, %d frames. DAVIS J&F "
+             "(bound_th 0.008), threshold at logit 0. Nothing is tuned on val or test; \"train\" = the first %d "
+             "training clips with their target sentence (how well seen data is fitted)." % (
+                 meta["seed"], meta["data"]["train_clips"],
+                 ("%d examples (every object a sentence names uniquely)" % meta["train_examples"])
+                 if meta["data"].get("all_objects") else "one target sentence each",
+                 meta["data"]["val_clips"], meta["data"]["test_clips"], len(meta["heldout_triples"]),
+                 meta["data"]["size"], meta["data"]["size"], meta["data"]["frames"], meta["data"]["test_clips"]), "",
+             "| variant | BBS p(t=1) | SPA scale | DVI | train J&F 1 step | val J&F 1 step | **test J&F 1 step** | "
+             "test J | test F | test J&F 4 steps | test 4 steps + LightCache (uniform interval 2) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         f = r["flow"]
+        fit = r.get("train_targets_1step", {}).get("J&F")
         lines.append(f"| {name} | {f['bbs_special_freq']} | {f['spa_scale']} | {'on' if f['dvi'] else 'off'} | "
+                     f"{'' if fit is None else f'{fit:.3f}'} | "
                      f"{r['val_1step']['J&F']:.3f} | **{r['test_1step']['J&F']:.3f}** | {r['test_1step']['J']:.3f} | "
                      f"{r['test_1step']['F']:.3f} | {r['test_4step']['J&F']:.3f} | "
                      f"{r['test_4step_lightcache2']['J&F']:.3f} |")

@@ -66,6 +66,18 @@ class ReferringClip:
     objects: list[dict] = field(default_factory=list)
     split: str = "train"
     seed: int = 0
+    object_masks: torch.Tensor | None = None   # [K,T,H,W] 0/1, every object's visible pixels
+
+    def referable(self) -> list[int]:
+        """Indices of the objects one sentence names uniquely in this clip (the target always is; a
+        distractor is when no other object shares its colour, shape and motion) — the extra referring
+        expressions of the same video, as MeViS gives several per video."""
+        keys = [(o["color"], o["shape"], o["motion"]) for o in self.objects]
+        return [k for k, key in enumerate(keys) if keys.count(key) == 1]
+
+    def sentence_of(self, k: int) -> str:
+        o = self.objects[k]
+        return sentence_for(o["color"], o["shape"], o["motion"])
 
 
 def sentence_for(color: str, shape: str, motion: str) -> str:
@@ -180,10 +192,12 @@ def make_referring_clip(split: str = "train", index: int = 0, config: ReferringC
     for o in objects:
         o.pop("angle")
         o.pop("spin")
-    mask = (owner == target).astype(np.float32)
+    masks = owner[None] == np.arange(len(objects), dtype=np.int16)[:, None, None, None]
     c, s, m = triples[target]
-    return ReferringClip(frames=torch.from_numpy(np.clip(frames, 0, 1)), mask=torch.from_numpy(mask),
-                         sentence=sentence_for(c, s, m), target=target, objects=objects, split=split, seed=seed)
+    return ReferringClip(frames=torch.from_numpy(np.clip(frames, 0, 1)),
+                         mask=torch.from_numpy(masks[target].astype(np.float32)), sentence=sentence_for(c, s, m),
+                         target=target, objects=objects, split=split, seed=seed,
+                         object_masks=torch.from_numpy(masks.astype(np.float32)))
 
 
 def vocabulary() -> list[str]:
