@@ -2,7 +2,7 @@
 
 Each configuration segments the same held-out synthetic test clips (``weights/flowrvs``, 9 frames of
 96×96) in its own process (:mod:`harness`): the paper's 1 Euler step (baseline), 4 steps with the
-shifted schedule, and 4 steps with LightCache block caching on the DiT (interval 2: steps 0 and 2 run
+shifted schedule, and 4 steps with LightCache block caching on the DiT (uniform interval 2: steps 0 and 2 run
 every block, steps 1 and 3 reuse the cached middle blocks). The function returns the J&F of its
 masks, so speed and quality come from the same run. Not a test.
 
