@@ -49,7 +49,7 @@ from ..common.errors import NodeInputError
 
 __all__ = [
     "OobleckConfig", "SAO_VAE", "OobleckVAE", "OobleckEncoder", "OobleckDecoder", "SnakeBeta",
-    "multi_resolution_stft_loss", "reconstruction_loss", "save_oobleck", "load_oobleck", "META_KEY",
+    "multi_resolution_stft_loss", "reconstruction_loss", "stereo_image_loss", "sum_and_difference", "save_oobleck", "load_oobleck", "META_KEY",
 ]
 
 META_KEY = "avlab_oobleck"
@@ -350,6 +350,22 @@ class LogMelLoss(nn.Module):
         p = self.mel(pred.float().reshape(-1, pred.shape[-1]))
         t = self.mel(target.float().reshape(-1, target.shape[-1]))
         return ((p + self.floor).log() - (t + self.floor).log()).abs().mean()
+
+
+def sum_and_difference(x: Tensor) -> Tensor:
+    """Stereo ``[B, 2, S]`` → ``[B, 2, S]`` of (L + R, L − R): mid and side, the channels Stable Audio's
+    autoencoder recipe also compares spectra on (stable-audio-tools' sum-and-difference STFT loss)."""
+    if x.dim() != 3 or x.shape[1] != 2:
+        raise NodeInputError("sum_and_difference", "audio", "stereo [B, 2, samples]", tuple(x.shape))
+    return torch.stack([x[:, 0] + x[:, 1], x[:, 0] - x[:, 1]], dim=1)
+
+
+def stereo_image_loss(pred: Tensor, target: Tensor, log_floor: float = 0.0) -> Tensor:
+    """MR-STFT (:func:`multi_resolution_stft_loss`) of :func:`sum_and_difference`: per-channel magnitude
+    spectra leave the phase between L and R free — a decoder can output R ≈ −L, which sounds right on
+    headphones and cancels in any mono downmix (measured on an autoencoder trained without this term: L/R
+    correlation −0.998, the mono sum 30× too quiet). On mono-as-stereo targets it asks for side = 0."""
+    return multi_resolution_stft_loss(sum_and_difference(pred), sum_and_difference(target), log_floor=log_floor)
 
 
 def reconstruction_loss(pred: Tensor, target: Tensor, log_floor: float = 0.0) -> Tensor:

@@ -129,3 +129,23 @@ def test_three_stages_train_and_evaluate_end_to_end_at_toy_size(tmp_path, monkey
     assert all(r["e_l1"] >= 0 for r in ev["results"].values())
     meta, _ = read_controlnet_file(tmp_path / "cn" / "envelope_controlnet.safetensors", tensors=False)
     assert meta["copied"] == 1 and meta["base_depth"] == 5
+
+
+@pytest.mark.skipif(not G.BUILTIN_AUDIO_AE.is_file(), reason="no committed tiny Oobleck")
+def test_committed_autoencoder_keeps_the_stereo_image_and_the_mono_loudness():
+    """Regression guard for ``weights/foley/oobleck_tiny.safetensors``: the synthetic sounds are mono as
+    stereo, so the reconstruction's L and R must agree (the first shipped file had R ≈ −L, correlation
+    −0.998, and its mono downmix cancelled) and E-L1 of the reconstruction stays near the per-channel floor."""
+    from avlab.foley.metrics import e_l1
+    from avlab.foley.oobleck import load_oobleck
+
+    torch.set_num_threads(1)
+    vae = load_oobleck(G.BUILTIN_AUDIO_AE).float().eval()
+    clips = G.render_clips("val", 4, G.FoleyAudioData(), motions=("bouncing",))
+    with torch.no_grad():
+        mean, _ = vae.encode_dist(clips.audio)
+        recon = vae.decode(mean)[..., : clips.audio.shape[-1]]
+    corr = torch.nn.functional.cosine_similarity(recon[:, 0], recon[:, 1], dim=-1)
+    assert float(corr.min()) > 0.9, corr
+    el1 = sum(e_l1(r, a, 44100) for r, a in zip(recon, clips.audio)) / len(recon)
+    assert el1 < 0.2, el1

@@ -277,3 +277,19 @@ def test_loudness_envelope_and_log_mel_losses_know_where_and_in_which_band_the_e
     log_mel = LogMelLoss(sr)
     assert float(log_mel(tone, tone)) == 0.0
     assert float(log_mel(hiss, tone)) > 1.0                     # ...the per-band term can
+
+
+def test_stereo_image_loss_catches_a_phase_inverted_channel_that_per_channel_spectra_miss():
+    from avlab.common.errors import NodeInputError
+    from avlab.foley.oobleck import stereo_image_loss, sum_and_difference
+
+    g = torch.Generator().manual_seed(0)
+    left = torch.randn(1, 1, 4096, generator=g) * 0.1
+    target = torch.cat([left, left], 1)                      # mono as stereo (the synthetic domain)
+    inverted = torch.cat([left, -left], 1)                   # what the first autoencoder recipe learnt
+    assert torch.equal(sum_and_difference(target), torch.cat([2 * left, torch.zeros_like(left)], 1))
+    assert float(multi_resolution_stft_loss(inverted, target)) == 0.0      # per-channel magnitudes: blind
+    assert float(stereo_image_loss(target, target.clone())) == 0.0
+    assert float(stereo_image_loss(inverted, target, log_floor=0.1)) > 1.0
+    with pytest.raises(NodeInputError, match="stereo"):
+        sum_and_difference(left)
