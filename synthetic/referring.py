@@ -192,12 +192,11 @@ def make_referring_clip(split: str = "train", index: int = 0, config: ReferringC
     for o in objects:
         o.pop("angle")
         o.pop("spin")
-    masks = owner[None] == np.arange(len(objects), dtype=np.int16)[:, None, None, None]
-    c, s, m = triples[target]
-    return ReferringClip(frames=torch.from_numpy(np.clip(frames, 0, 1)),
-                         mask=torch.from_numpy(masks[target].astype(np.float32)), sentence=sentence_for(c, s, m),
-                         target=target, objects=objects, split=split, seed=seed,
-                         object_masks=torch.from_numpy(masks.astype(np.float32)))
+    masks = torch.from_numpy((owner[None] == np.arange(len(objects), dtype=np.int16)[:, None, None, None])
+                             .astype(np.float32))
+    return ReferringClip(frames=torch.from_numpy(np.clip(frames, 0, 1)), mask=masks[target],
+                         sentence=sentence_for(*triples[target]), target=target, objects=objects, split=split,
+                         seed=seed, object_masks=masks)
 
 
 def vocabulary() -> list[str]:
