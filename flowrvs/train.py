@@ -32,7 +32,7 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -44,7 +44,7 @@ from ..synthetic.referring import ReferringConfig, make_referring_clip, vocabula
 from . import latents as L
 from .metrics import j_and_f, mean_j_and_f
 from .sampler import flowrvs_sigmas, sample
-from .tiny import (TEXT_LENGTH, TINY_VAE, TinyFlowRVS, WordTokenizer, build_system, build_vae, decode_unclamped,
+from .tiny import (SYNTHETIC_DIT, TEXT_LENGTH, TINY_VAE, TinyFlowRVS, WordTokenizer, build_system, build_vae, decode_unclamped,
                    load_fp16, mask_vae_from, posterior, save_fp16)
 
 logger = logging.getLogger(__name__)
@@ -77,12 +77,19 @@ class FlowConfig:
     spa_scale: float = 0.1
     dvi: bool = True
     batch_size: int = 16
+    #: DiT config overrides on :data:`.tiny.SYNTHETIC_DIT` (e.g. ``{"num_layers": 6}``)
+    dit: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         check(0.0 <= self.bbs_special_freq <= 1.0, NODE, "bbs_special_freq", "a probability in [0, 1]",
               self.bbs_special_freq)
         check(self.bbs_beta > -1.0, NODE, "bbs_beta", "a number > -1", self.bbs_beta)
         check(self.spa_scale >= 0.0, NODE, "spa_scale", "a scale >= 0", self.spa_scale)
+        check(isinstance(self.dit, dict) and set(self.dit) <= set(SYNTHETIC_DIT), NODE, "dit",
+              f"a dict of DiT config keys among {sorted(SYNTHETIC_DIT)}", self.dit)
+
+    def dit_config(self) -> dict:
+        return {**SYNTHETIC_DIT, **self.dit}
 
 
 @dataclass
@@ -354,7 +361,7 @@ def run_vae_stage(clips: dict, stage: VAEStageConfig, cfg: TrainConfig, seed: in
 def run_flow_stage(lat: dict, tokens: tuple, stats: tuple, flow: FlowConfig, cfg: TrainConfig, seed: int = 0):
     flow.validate()
     torch.manual_seed(seed)
-    tok, system = build_system(vocabulary(), dvi=flow.dvi)
+    tok, system = build_system(vocabulary(), dvi=flow.dvi, dit_config=flow.dit_config())
     data = flow_batches(lat, tokens, stats, flow.batch_size, seed)
     res = train(system, lambda m, b: flow_loss(m, b, flow), data, cfg)
     return tok, (res.ema_model or res.model), res

@@ -92,7 +92,10 @@ def word_tokenizer(words: list[str], lower_case: bool = True, vocab_dir: str | o
 
     from transformers import BertTokenizerFast
 
-    folder = Path(vocab_dir) if vocab_dir else Path(tempfile.mkdtemp(prefix="avlab-vocab-"))
+    if vocab_dir is None:          # a vocabulary file only while the tokenizer reads it (no temp dir left behind)
+        with tempfile.TemporaryDirectory(prefix="avlab-vocab-") as tmp:
+            return word_tokenizer(words, lower_case, tmp)
+    folder = Path(vocab_dir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(words) + "\n")
     params = inspect.signature(BertTokenizerFast.__init__).parameters

@@ -35,7 +35,7 @@ from _pack import import_pack  # noqa: E402  (scripts/ is on sys.path when a scr
 import_pack()
 from avlab.common.training import TrainConfig  # noqa: E402
 from avlab.flowrvs import train as T  # noqa: E402
-from avlab.flowrvs.tiny import TINY_VAE, TinyFlowRVS, build_vae, load_fp16, save_fp16  # noqa: E402
+from avlab.flowrvs.tiny import SYNTHETIC_DIT, TINY_DIT, TINY_VAE, TinyFlowRVS, build_vae, load_fp16, save_fp16  # noqa: E402
 from avlab.synthetic.referring import heldout_triples  # noqa: E402
 
 VARIANTS = {
@@ -165,6 +165,15 @@ def cached_latents(work: Path, vae, clips: dict, data) -> dict:
     return lat
 
 
+def dit_size(result: dict) -> str:
+    """"dim × layers" of a result's DiT (results from before ``FlowConfig.dit`` trained TINY_DIT)."""
+    if "dit" not in result["flow"]:
+        cfg = TINY_DIT
+    else:
+        cfg = {**SYNTHETIC_DIT, **result["flow"]["dit"]}
+    return f"{cfg['num_attention_heads'] * cfg['attention_head_dim']} × {cfg['num_layers']}"
+
+
 def write_table(results: dict, meta: dict) -> None:
     out = ROOT / "benchmarks" / "results" / "flowrvs_synthetic.md"
     lines = ["# FlowRVS on the synthetic referring clips (tiny model, CPU)", "",
@@ -178,13 +187,13 @@ def write_table(results: dict, meta: dict) -> None:
                  if meta["data"].get("all_objects") else "one target sentence each",
                  meta["data"]["val_clips"], meta["data"]["test_clips"], len(meta["heldout_triples"]),
                  meta["data"]["size"], meta["data"]["size"], meta["data"]["frames"], meta["data"]["test_clips"]), "",
-             "| variant | BBS p(t=1) | SPA scale | DVI | train J&F 1 step | val J&F 1 step | **test J&F 1 step** | "
+             "| variant | DiT (dim × layers) | BBS p(t=1) | SPA scale | DVI | train J&F 1 step | val J&F 1 step | **test J&F 1 step** | "
              "test J | test F | test J&F 4 steps | test 4 steps + LightCache (uniform interval 2) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         f = r["flow"]
         fit = r.get("train_targets_1step", {}).get("J&F")
-        lines.append(f"| {name} | {f['bbs_special_freq']} | {f['spa_scale']} | {'on' if f['dvi'] else 'off'} | "
+        lines.append(f"| {name} | {dit_size(r)} | {f['bbs_special_freq']} | {f['spa_scale']} | {'on' if f['dvi'] else 'off'} | "
                      f"{'' if fit is None else f'{fit:.3f}'} | "
                      f"{r['val_1step']['J&F']:.3f} | **{r['test_1step']['J&F']:.3f}** | {r['test_1step']['J']:.3f} | "
                      f"{r['test_1step']['F']:.3f} | {r['test_4step']['J&F']:.3f} | "

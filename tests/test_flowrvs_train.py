@@ -45,6 +45,9 @@ def test_flow_config_rejects_bad_values():
         T.FlowConfig(bbs_special_freq=1.5).validate()
     with pytest.raises(NodeInputError, match="spa_scale"):
         T.FlowConfig(spa_scale=-0.1).validate()
+    with pytest.raises(NodeInputError, match="dit"):
+        T.FlowConfig(dit={"depth": 4}).validate()
+    assert T.FlowConfig(dit={"num_layers": 2}).dit_config()["num_layers"] == 2
 
 
 # ---------------------------------------------------------------------------------------------- flow loss
@@ -282,9 +285,10 @@ def test_the_three_cli_stages_chain_into_a_loadable_model(tmp_path):
                                                  "mask_decoder": {"batch_size": 1, "latent_crop": 4}},
                         str(tmp_path / "vae"), steps=2)
     rec = T.train_from_config("flowrvs", {"data": data, **small, "vae": str(tmp_path / "vae"),
-                                          "flow": {"batch_size": 2}}, str(tmp_path / "flow"), steps=2)
+                                          "flow": {"batch_size": 2, "dit": {"num_layers": 2}}}, str(tmp_path / "flow"), steps=2)
     assert rec["flow"]["bbs_special_freq"] == 0.5 and (tmp_path / "flow" / "checkpoint" / "trainer_state.json").is_file()
     tiny = TinyFlowRVS.load(rec["model"])
+    assert len(tiny.system.flow.transformer.blocks) == 2         # the configured DiT, saved and rebuilt
     assert tiny.segment(torch.rand(5, 48, 48, 3), "the red circle moving left").shape == (5, 48, 48)
     with pytest.raises(NodeInputError, match="config.vae"):
         T.train_from_config("flowrvs", {"data": data, "vae": str(tmp_path / "nowhere")}, str(tmp_path / "x"), steps=1)

@@ -116,3 +116,15 @@ def test_tiny_text_tower_knows_its_words():
     tower = TextTower.tiny(WORDS, width=32, layers=1, heads=2)
     ids = tower.tokenize(["a red metal ball bouncing"])["input_ids"][0].tolist()
     assert tower.tokenizer.unk_token_id not in ids and len(ids) == 7
+
+
+def test_word_tokenizer_leaves_no_temporary_vocabulary_behind(tmp_path, monkeypatch):
+    """Every TextTower.tiny / load used to leave a /tmp/avlab-vocab-* folder (hundreds over a session)."""
+    import tempfile
+
+    from avlab.foley.text import word_tokenizer
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    tok = word_tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "red", "ball"])
+    assert list(tmp_path.iterdir()) == []
+    assert tok("red ball", add_special_tokens=False)["input_ids"] == [5, 6]    # still usable after the cleanup
