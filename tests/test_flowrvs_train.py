@@ -295,3 +295,28 @@ def test_the_three_cli_stages_chain_into_a_loadable_model(tmp_path):
     with pytest.raises(NodeInputError, match="config.flow"):
         T.train_from_config("flowrvs", {"data": data, "vae": str(tmp_path / "vae"), "flow": {"bbs": 1}},
                             str(tmp_path / "x"), steps=1)
+
+
+def test_mask_decoder_adaptation_reads_the_flows_one_step_latents():
+    """flow_predictions = what segment() feeds the decoder; the adaptation trains the decoder only."""
+    torch.set_num_threads(1)
+    clips = T.render_clips("train", 4, SMALL)
+    torch.manual_seed(0)
+    tok, system = build_system(vocabulary(), dvi=True, dit_config=T.FlowConfig(dit={"num_layers": 1}).dit_config())
+    vae = build_vae().eval()
+    tiny = TinyFlowRVS(tok, system, vae, T.prepare_mask_decoder(vae), [0.1] * 16, [0.9] * 16)
+    lat = T.encode_latents(vae, clips)
+    tokens = T._tokens(clips["sentences"])
+    preds = T.flow_predictions(tiny, lat, tokens, batch=3)
+    frames = T.example_frames(clips, slice(1, 2))[0]
+    video = tiny.video_latent(frames)
+    with torch.no_grad():
+        direct = video - system.flow(video, torch.ones(1), tiny.encode_text(clips["sentences"][1]), video=video)
+    assert preds.shape == lat["mask_latent"].shape and torch.allclose(preds[1:2], direct, atol=1e-4)
+    stage = T.MaskDecoderConfig(batch_size=2, latent_crop=2, latent_jitter=0.0)
+    adapted, res = T.run_mask_adaptation_stage(tiny, lat, tokens, clips["masks"], stage,
+                                               TrainConfig(steps=3, lr=1e-3, progress=False, seed=0))
+    before, after = tiny.mask_vae.state_dict(), adapted.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(("encoder.", "quant_conv.")))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    assert res.step == 3 and res.metrics["loss"] > 0
