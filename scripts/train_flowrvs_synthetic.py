@@ -209,7 +209,8 @@ def write_table(results: dict, meta: dict) -> None:
              "`python scripts/train_flowrvs_synthetic.py` (seed %d). Train: %d clips, %s; val: %d, test: %d clips "
              "whose target is one of %d held-out colour/shape/motion triples (never rendered in training); a "
              "same-colour, same-shape twin moving another way in 60%% of clips. %d×%d px, %d frames. DAVIS J&F "
-             "(bound_th 0.008), threshold at logit 0. Nothing is tuned on val or test; \"train\" = the first %d "
+             "(bound_th 0.008), threshold at logit 0. Nothing is tuned on test; val only decides whether the flow-adapted mask "
+             "decoder ships; \"train\" = the first %d "
              "training clips with their target sentence (how well seen data is fitted)." % (
                  meta["seed"], meta["data"]["train_clips"],
                  ("%d examples (every object a sentence names uniquely)" % meta["train_examples"])
