@@ -47,8 +47,8 @@ from ..synthetic.referring import ReferringConfig, make_referring_clip, vocabula
 from . import latents as L
 from .metrics import j_and_f, mean_j_and_f
 from .sampler import flowrvs_sigmas, sample
-from .tiny import (SYNTHETIC_DIT, TEXT_LENGTH, TINY_VAE, TinyFlowRVS, WordTokenizer, build_system, build_vae, decode_unclamped,
-                   load_fp16, mask_vae_from, posterior, save_fp16)
+from .tiny import (SYNTHETIC_DIT, TEXT_LENGTH, TINY_VAE, TinyFlowRVS, WordTokenizer, build_system, build_vae,
+                   decode_unclamped, load_fp16, mask_vae_from, posterior, save_fp16)
 
 logger = logging.getLogger(__name__)
 
