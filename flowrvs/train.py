@@ -307,11 +307,9 @@ def prepare_mask_decoder(vae) -> torch.nn.Module:
 def flow_predictions(tiny: TinyFlowRVS, lat: dict, tokens: tuple, batch: int = 32) -> torch.Tensor:
     """The flow's one-step mask latents for every training example, from the posterior-mean video latent
     as at inference (:meth:`TinyFlowRVS.segment`): the decoder's real input."""
-    mean = torch.tensor(tiny.latent_mean).view(1, -1, 1, 1, 1)
-    std = torch.tensor(tiny.latent_std).view(1, -1, 1, 1, 1)
     out = []
     for i in range(0, len(lat["video_mean"]), batch):
-        video = (lat["video_mean"][i:i + batch] - mean) / std
+        video = L.normalise_video_latent(lat["video_mean"][i:i + batch], tiny.latent_mean, tiny.latent_std)
         text = tiny.system.text_encoder(tokens[0][i:i + batch], tokens[1][i:i + batch])
         out.append(sample(tiny.velocity_fn(text, video), video, flowrvs_sigmas(1)))
     return torch.cat(out)
@@ -323,13 +321,8 @@ def run_mask_adaptation_stage(tiny: TinyFlowRVS, lat: dict, tokens: tuple, masks
     flow's own one-step latents → ground-truth masks, starting from the decoder trained on
     ground-truth latents. The paper does not publish what its decoder is tuned on; a decoder that
     has only seen encoder latents of clean masks meets the flow's smoother latents at inference."""
-    preds = flow_predictions(tiny, lat, tokens)
-    torch.manual_seed(seed)
-    mvae = prepare_mask_decoder(tiny.vae)
-    mvae.load_state_dict(tiny.mask_vae.state_dict())
-    data = MaskLatentCrops(preds, masks, stage, seed)
-    res = train(mvae, lambda m, b: mask_decoder_loss(m, b, stage), data, cfg)
-    return (res.ema_model or res.model), res
+    return run_mask_decoder_stage(tiny.vae, {"mask_latent": flow_predictions(tiny, lat, tokens)}, masks, stage, cfg,
+                                  seed, start=tiny.mask_vae)
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -400,9 +393,12 @@ def run_flow_stage(lat: dict, tokens: tuple, stats: tuple, flow: FlowConfig, cfg
 
 
 def run_mask_decoder_stage(vae, lat: dict, masks: torch.Tensor, stage: MaskDecoderConfig, cfg: TrainConfig,
-                           seed: int = 0):
+                           seed: int = 0, start: torch.nn.Module | None = None):
+    """The mask decoder on ``lat["mask_latent"]`` → ``masks``; from ``vae``'s RGB head, or ``start``'s weights."""
     torch.manual_seed(seed)
     mvae = prepare_mask_decoder(vae)
+    if start is not None:
+        mvae.load_state_dict(start.state_dict())
     data = MaskLatentCrops(lat["mask_latent"], masks, stage, seed)
     res = train(mvae, lambda m, b: mask_decoder_loss(m, b, stage), data, cfg)
     return (res.ema_model or res.model), res

@@ -153,7 +153,7 @@ def main() -> int:
         tiny = TinyFlowRVS.load(work / "dit_full")
         adapted = full.get("adapted_decoder_ships", False)
         if adapted:
-            tiny.mask_vae = load_fp16(T.prepare_mask_decoder(tiny.vae), work / "mask_vae_adapted.safetensors").eval()
+            tiny = adapted_decoder(work, tiny, lat, tokens, train_clips["masks"], args.seed)   # the cached file
         tiny.save(weights, {"variant": "full", "mask_decoder": "flow-adapted" if adapted else "ground-truth latents",
                             "test_jf_1step": full["test_1step_adapted" if adapted else "test_1step"]["J&F"],
                             "script": "scripts/train_flowrvs_synthetic.py", "seed": args.seed})
