@@ -553,6 +553,9 @@ TRAINERS = {
                 "(\"vae\": folder with vae.safetensors; \"flow\": {bbs_special_freq, bbs_beta, spa_scale, dvi})"),
     "flowrvs-mask-decoder": ("flowrvs.train", "cli_train",
                              "FlowRVS mask decoder (papers.md §2): 1-channel head, encoder frozen, BCE + Dice"),
+    "flowrvs-mask-adapt": ("flowrvs.train", "cli_train",
+                           "FlowRVS mask decoder fine-tuned on a trained flow's own one-step latents (\"model\": the "
+                           "`flowrvs` stage's out/model; writes out/model)"),
     "gram-towers": ("foley.train", "cli_train",
                     "GRAM tiny towers (papers.md §4): video / text / audio towers learn the synthetic domain alone "
                     "(attribute classification per modality; no cross-modal signal)"),

@@ -22,8 +22,11 @@ Three stages, each ``python -m avlab train <stage> --config cfg.json --out DIR``
   paper's loss is unpublished), from the encoder-mean latents of ground-truth masks with a small
   Gaussian jitter (``latent_jitter``, so that the decoder tolerates the flow's imperfect latents).
 
-After the flow, :func:`run_mask_adaptation_stage` (used by ``scripts/train_flowrvs_synthetic.py``)
-fine-tunes the mask decoder once more, on the flow's own one-step latents of the training examples.
+* ``flowrvs-mask-adapt`` — after the flow (:func:`run_mask_adaptation_stage`, also run by
+  ``scripts/train_flowrvs_synthetic.py``): a trained model's mask decoder fine-tuned once more, on the
+  flow's own one-step latents of the training examples (no jitter: they carry the flow's real errors);
+  ``"model"`` is the folder of a complete model (the ``flowrvs`` stage's ``model/``), the adapted
+  model is written to ``out/model``.
 
 Evaluation: DAVIS J&F (:mod:`.metrics`) of thresholded masks against ground truth on the held-out
 split of :mod:`avlab.synthetic.referring` (colour/shape/motion triples never seen in training).
@@ -47,7 +50,7 @@ from ..synthetic.referring import ReferringConfig, make_referring_clip, vocabula
 from . import latents as L
 from .metrics import j_and_f, mean_j_and_f
 from .sampler import flowrvs_sigmas, sample
-from .tiny import (SYNTHETIC_DIT, TEXT_LENGTH, TINY_VAE, TinyFlowRVS, WordTokenizer, build_system, build_vae,
+from .tiny import (BUNDLE_JSON, SYNTHETIC_DIT, TEXT_LENGTH, TINY_VAE, TinyFlowRVS, WordTokenizer, build_system, build_vae,
                    decode_unclamped, load_fp16, mask_vae_from, posterior, save_fp16)
 
 logger = logging.getLogger(__name__)
@@ -405,32 +408,52 @@ def run_mask_decoder_stage(vae, lat: dict, masks: torch.Tensor, stage: MaskDecod
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-STAGES = ("flowrvs-vae", "flowrvs", "flowrvs-mask-decoder")
+STAGES = ("flowrvs-vae", "flowrvs", "flowrvs-mask-decoder", "flowrvs-mask-adapt")
+#: the adaptation's defaults (scripts/train_flowrvs_synthetic.py: 600 steps at lr 3e-4, no latent jitter)
+ADAPT_DEFAULTS = {"steps": 600, "lr": 3e-4}
 
 
 def train_from_config(system: str, config: dict, out: str, resume: bool = False, steps: int | None = None) -> dict:
     """One stage (module docstring). Config JSON: ``{"data": DataConfig, "train": TrainConfig, "flow":
     FlowConfig, "vae_stage": VAEStageConfig, "mask_decoder": MaskDecoderConfig, "vae": "DIR"}``, every
     key optional. ``"vae"`` (stages ``flowrvs`` and ``flowrvs-mask-decoder``): a folder holding
-    ``vae.safetensors`` (an earlier ``flowrvs-vae`` run, or the pack's ``weights/flowrvs``)."""
+    ``vae.safetensors`` (an earlier ``flowrvs-vae`` run, or the pack's ``weights/flowrvs``). ``"model"``
+    (stage ``flowrvs-mask-adapt``, required): the folder of a complete model (``flowrvs_tiny.json``)."""
     if system not in STAGES:
         raise NodeInputError(NODE, "system", f"one of {list(STAGES)}", system)
-    known = {"data", "train", "flow", "vae_stage", "mask_decoder", "vae", "seed"}
+    known = {"data", "train", "flow", "vae_stage", "mask_decoder", "vae", "model", "seed"}
     unknown = sorted(set(config) - known)
     if unknown:
         raise NodeInputError(NODE, "config", f"keys among {sorted(known)}", unknown)
     data = _from_dict(DataConfig, config.get("data"), "data")
     seed = int(config.get("seed", 0))
     out_dir = Path(out)
+    adapt = system == "flowrvs-mask-adapt"
+    if adapt and not (Path(str(config.get("model") or "")) / BUNDLE_JSON).is_file():
+        raise NodeInputError(NODE, "config.model", f"the folder of a trained model holding {BUNDLE_JSON} (the "
+                             "`flowrvs` stage's out/model)", config.get("model"))
+    defaults = {"lr": 1e-3 if system == "flowrvs-vae" else 5e-4, "steps": 2000, **(ADAPT_DEFAULTS if adapt else {})}
     tc = train_config(config.get("train"), out_dir=str(out_dir / "checkpoint"), resume=resume, seed=seed,
-                      lr=1e-3 if system == "flowrvs-vae" else 5e-4, weight_decay=5e-4 if system == "flowrvs" else 0.0,
-                      ema=0.999, ema_warmup=True, warmup_steps=100, cosine=True, min_lr_ratio=0.05, steps=2000)
+                      weight_decay=5e-4 if system == "flowrvs" else 0.0, ema=0.999, ema_warmup=True, warmup_steps=100,
+                      cosine=True, min_lr_ratio=0.05, **defaults)
     if steps is not None:
         tc.steps = int(steps)
     t0 = time.perf_counter()
     clips = render_clips("train", data.train_clips, data)
     record = {"stage": system, "data": asdict(data), "train": tc.to_json(), "seed": seed}
-    if system == "flowrvs-vae":
+    if adapt:
+        tiny = TinyFlowRVS.load(config["model"])
+        stage = _from_dict(MaskDecoderConfig, {"latent_jitter": 0.0, **(config.get("mask_decoder") or {})},
+                           "mask_decoder")
+        lat = encode_latents(tiny.vae, clips)
+        mvae, res = run_mask_adaptation_stage(tiny, lat, tiny.tokenizer(clips["sentences"]), clips["masks"], stage,
+                                              tc, seed)
+        if rank_info().is_main:
+            adapted = TinyFlowRVS(tiny.tokenizer, tiny.system, tiny.vae, mvae, tiny.latent_mean, tiny.latent_std)
+            adapted.save(out_dir / "model", {**tiny.record, "mask_decoder": "flow-adapted"})
+        record.update(model=str(out_dir / "model"), adapted_from=str(config["model"]), mask_decoder=asdict(stage),
+                      metrics=res.metrics)
+    elif system == "flowrvs-vae":
         vae, res = run_vae_stage(clips, _from_dict(VAEStageConfig, config.get("vae_stage"), "vae_stage"), tc, seed)
         if rank_info().is_main:
             save_fp16(vae, out_dir / "vae.safetensors")

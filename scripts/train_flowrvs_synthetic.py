@@ -72,6 +72,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", default=",".join(VARIANTS))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--flow-steps", type=int, default=FLOW_STEPS, help="flow-stage steps of every variant")
+    ap.add_argument("--dit", default="{}", help="JSON DiT overrides for every variant, e.g. "
+                    "'{\"patch_size\": [1, 1, 1]}' (FlowConfig.dit)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -103,8 +106,9 @@ def main() -> int:
     logging.info("mask VAE round trip (ceiling): %s", ceiling)
     tokens = T._tokens(train_clips["sentences"])
 
+    dit = json.loads(args.dit)
     for name in [n for n in args.only.split(",") if n]:
-        flow = VARIANTS[name]
+        flow = replace(VARIANTS[name], dit={**VARIANTS[name].dit, **dit})
         path = work / f"dit_{name}"
         t0 = time.perf_counter()
         cached = (path / "flowrvs_tiny.json").is_file()
@@ -112,7 +116,7 @@ def main() -> int:
             tiny = TinyFlowRVS.load(path)
         else:
             tok, system, res = T.run_flow_stage(lat, tokens, stats, flow,
-                                                tc(FLOW_STEPS, work / f"flow_ckpt_{name}", FLOW_LR, args.seed, wd=5e-4),
+                                                tc(args.flow_steps, work / f"flow_ckpt_{name}", FLOW_LR, args.seed, wd=5e-4),
                                                 args.seed)
             tiny = TinyFlowRVS(tok, system, vae, mask_vae, *stats)
             tiny.save(path, {"variant": name, "flow": asdict(flow), "final_loss": res.metrics.get("loss")})
@@ -144,7 +148,7 @@ def main() -> int:
         if timings.get(key, 0) < 60:
             timings[key] = value
     meta = {"seed": args.seed, "data": asdict(data), "train_examples": len(train_clips["sentences"]), "steps": {"vae": VAE_STEPS, "mask_decoder": MASK_STEPS, "mask_adaptation": ADAPT_STEPS,
-            "flow": FLOW_STEPS, "flow_lr": FLOW_LR}, "heldout_triples": sorted(map(list, heldout_triples())), "ceiling": ceiling,
+            "flow": args.flow_steps, "flow_lr": FLOW_LR}, "heldout_triples": sorted(map(list, heldout_triples())), "ceiling": ceiling,
             "timings": timings, "threads": args.threads}
     (work / "meta.json").write_text(json.dumps(meta, indent=1))
     if "full" in results:

@@ -274,7 +274,8 @@ def test_committed_tiny_flowrvs_segments_heldout_clips():
 
 
 def test_the_three_cli_stages_chain_into_a_loadable_model(tmp_path):
-    """``train flowrvs-vae`` → ``flowrvs-mask-decoder`` → ``flowrvs`` (2 steps each, tiny data)."""
+    """``train flowrvs-vae`` → ``flowrvs-mask-decoder`` → ``flowrvs`` → ``flowrvs-mask-adapt`` (2 steps each,
+    tiny data)."""
     torch.set_num_threads(1)
     data = {"train_clips": 4, "frames": 5, "size": 48}
     small = {"train": {"progress": False, "warmup_steps": 0}}
@@ -290,6 +291,16 @@ def test_the_three_cli_stages_chain_into_a_loadable_model(tmp_path):
     tiny = TinyFlowRVS.load(rec["model"])
     assert len(tiny.system.flow.transformer.blocks) == 2         # the configured DiT, saved and rebuilt
     assert tiny.segment(torch.rand(5, 48, 48, 3), "the red circle moving left").shape == (5, 48, 48)
+    adapt = T.train_from_config("flowrvs-mask-adapt", {"data": data, **small, "model": rec["model"],
+                                                       "mask_decoder": {"batch_size": 1, "latent_crop": 4}},
+                                str(tmp_path / "adapt"), steps=2)
+    adapted = TinyFlowRVS.load(adapt["model"])
+    assert adapt["mask_decoder"]["latent_jitter"] == 0.0 and adapted.record["mask_decoder"] == "flow-adapted"
+    same = lambda a, b: all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))  # noqa: E731
+    assert same(adapted.system, tiny.system) and not same(adapted.mask_vae, tiny.mask_vae)   # only the decoder moved
+    with pytest.raises(NodeInputError, match="config.model"):
+        T.train_from_config("flowrvs-mask-adapt", {"data": data, "model": str(tmp_path / "nowhere")},
+                            str(tmp_path / "x"), steps=1)
     with pytest.raises(NodeInputError, match="config.vae"):
         T.train_from_config("flowrvs", {"data": data, "vae": str(tmp_path / "nowhere")}, str(tmp_path / "x"), steps=1)
     with pytest.raises(NodeInputError, match="config.flow"):
