@@ -125,7 +125,7 @@ def main() -> int:
         train_s = round(time.perf_counter() - t0, 1)
         if cached and result_file.is_file():                # a cached variant keeps the time it took to train
             train_s = json.loads(result_file.read_text()).get("train_s", train_s)
-        row = {"flow": asdict(flow), "train_s": train_s,
+        row = {"flow": asdict(flow), "flow_steps": args.flow_steps, "train_s": train_s,
                "train_targets_1step": T.evaluate(tiny, train_targets, steps=1)}
         for split, clips in (("val", val), ("test", test)):
             row[f"{split}_1step"] = T.evaluate(tiny, clips, steps=1)
@@ -140,8 +140,7 @@ def main() -> int:
         logging.info("%s: %s", name, json.dumps(row))
         result_file.write_text(json.dumps(row, indent=1))
     # every variant's result so far (variants may run in parallel processes, each writing its own file)
-    results = {n: json.loads((work / f"result_{n}.json").read_text()) for n in VARIANTS
-               if (work / f"result_{n}.json").is_file()}
+    results = collect_results(work)
 
     old = json.loads((work / "meta.json").read_text()) if (work / "meta.json").is_file() else {}
     for key, value in old.get("timings", {}).items():     # a cached stage keeps the time it took to train
@@ -191,20 +190,32 @@ def cached_latents(work: Path, vae, clips: dict, data) -> dict:
     return lat
 
 
+def collect_results(work: Path) -> dict:
+    """Every ``result_<name>.json`` in ``work``: this script's variants first, then earlier runs kept for
+    comparison (copied in by hand, e.g. ``result_full_192x8.json``; each names its own DiT and steps)."""
+    files = {p.stem[len("result_"):]: p for p in sorted(work.glob("result_*.json"))}
+    order = [n for n in VARIANTS if n in files] + [n for n in files if n not in VARIANTS]
+    return {n: json.loads(files[n].read_text()) for n in order}
+
+
 def dit_size(result: dict) -> str:
-    """"dim × layers" of a result's DiT (results from before ``FlowConfig.dit`` trained TINY_DIT)."""
+    """"dim × layers, patch t×h×w" of a result's DiT (results from before ``FlowConfig.dit`` trained TINY_DIT)."""
     if "dit" not in result["flow"]:
         cfg = TINY_DIT
     else:
         cfg = {**SYNTHETIC_DIT, **result["flow"]["dit"]}
-    return f"{cfg['num_attention_heads'] * cfg['attention_head_dim']} × {cfg['num_layers']}"
+    return (f"{cfg['num_attention_heads'] * cfg['attention_head_dim']} × {cfg['num_layers']}, "
+            f"patch {'×'.join(map(str, cfg['patch_size']))}")
 
 
-def adapted_cell(result: dict) -> str:
+def adapted_cell(result: dict, shipped: bool) -> str:
+    """The flow-adapted decoder's val / test J&F; ``shipped``: the row of the model written to weights/."""
     if "test_1step_adapted" not in result:
         return ""
     cell = f"{result['val_1step_adapted']['J&F']:.3f} / {result['test_1step_adapted']['J&F']:.3f}"
-    return cell + (" (shipped: better on val)" if result.get("adapted_decoder_ships") else "")
+    if not result.get("adapted_decoder_ships"):
+        return cell
+    return cell + (" (shipped: better on val)" if shipped else " (better on val)")
 
 
 def write_table(results: dict, meta: dict) -> None:
@@ -221,23 +232,24 @@ def write_table(results: dict, meta: dict) -> None:
                  if meta["data"].get("all_objects") else "one target sentence each",
                  meta["data"]["val_clips"], meta["data"]["test_clips"], len(meta["heldout_triples"]),
                  meta["data"]["size"], meta["data"]["size"], meta["data"]["frames"], meta["data"]["test_clips"]), "",
-             "| variant | DiT (dim × layers) | BBS p(t=1) | SPA scale | DVI | train J&F 1 step | val J&F 1 step | **test J&F 1 step** | "
+             "| variant | DiT | flow steps | BBS p(t=1) | SPA scale | DVI | train J&F 1 step | val J&F 1 step | **test J&F 1 step** | "
              "test J | test F | test J&F 4 steps | test 4 steps + LightCache (uniform interval 2) | "
              "val / test J&F 1 step, flow-adapted mask decoder |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         f = r["flow"]
         fit = r.get("train_targets_1step", {}).get("J&F")
-        lines.append(f"| {name} | {dit_size(r)} | {f['bbs_special_freq']} | {f['spa_scale']} | {'on' if f['dvi'] else 'off'} | "
+        steps = r.get("flow_steps", meta["steps"]["flow"])
+        lines.append(f"| {name} | {dit_size(r)} | {steps} | {f['bbs_special_freq']} | {f['spa_scale']} | {'on' if f['dvi'] else 'off'} | "
                      f"{'' if fit is None else f'{fit:.3f}'} | "
                      f"{r['val_1step']['J&F']:.3f} | **{r['test_1step']['J&F']:.3f}** | {r['test_1step']['J']:.3f} | "
                      f"{r['test_1step']['F']:.3f} | {r['test_4step']['J&F']:.3f} | "
-                     f"{r['test_4step_lightcache2']['J&F']:.3f} | {adapted_cell(r)} |")
+                     f"{r['test_4step_lightcache2']['J&F']:.3f} | {adapted_cell(r, name == 'full')} |")
     c = meta["ceiling"]["test"]
     lines += ["", f"Ceiling (ground-truth mask → VAE encoder → mask decoder, test): J&F {c['J&F']:.3f} "
               f"(J {c['J']:.3f}, F {c['F']:.3f}).",
               f"Steps: VAE {meta['steps']['vae']}, mask decoder {meta['steps']['mask_decoder']}, flow "
-              f"{meta['steps']['flow']} per variant; timings {meta['timings']} ({meta['threads']} threads)."]
+              f"{meta['steps']['flow']} (this run's variants); timings {meta['timings']} ({meta['threads']} threads)."]
     out.write_text("\n".join(lines) + "\n")
 
 
