@@ -243,6 +243,11 @@ class TinyFlowRVS:
         masks = (logits > 0).float()
         return (masks, logits) if return_logits else masks
 
+    def with_mask_decoder(self, mask_vae) -> TinyFlowRVS:
+        """The same model (flow, text encoder, VAE, statistics, record) with another mask decoder."""
+        return TinyFlowRVS(self.tokenizer, self.system, self.vae, mask_vae, self.latent_mean, self.latent_std,
+                           self.record)
+
     # --------------------------------------------------------------------------------- files
     def save(self, out: str | Path, record: dict | None = None) -> Path:
         out = Path(out)

@@ -409,8 +409,10 @@ def run_mask_decoder_stage(vae, lat: dict, masks: torch.Tensor, stage: MaskDecod
 
 # ---------------------------------------------------------------------------------------------- CLI
 STAGES = ("flowrvs-vae", "flowrvs", "flowrvs-mask-decoder", "flowrvs-mask-adapt")
-#: the adaptation's defaults (scripts/train_flowrvs_synthetic.py: 600 steps at lr 3e-4, no latent jitter)
-ADAPT_DEFAULTS = {"steps": 600, "lr": 3e-4}
+#: the mask-decoder adaptation's recipe (stage ``flowrvs-mask-adapt`` and scripts/train_flowrvs_synthetic.py):
+#: 600 steps at lr 3e-4, no latent jitter (the flow's latents carry its real errors)
+ADAPT_STEPS, ADAPT_LR = 600, 3e-4
+ADAPT_DECODER = MaskDecoderConfig(latent_jitter=0.0)
 
 
 def train_from_config(system: str, config: dict, out: str, resume: bool = False, steps: int | None = None) -> dict:
@@ -432,10 +434,10 @@ def train_from_config(system: str, config: dict, out: str, resume: bool = False,
     if adapt and not (Path(str(config.get("model") or "")) / BUNDLE_JSON).is_file():
         raise NodeInputError(NODE, "config.model", f"the folder of a trained model holding {BUNDLE_JSON} (the "
                              "`flowrvs` stage's out/model)", config.get("model"))
-    defaults = {"lr": 1e-3 if system == "flowrvs-vae" else 5e-4, "steps": 2000, **(ADAPT_DEFAULTS if adapt else {})}
-    tc = train_config(config.get("train"), out_dir=str(out_dir / "checkpoint"), resume=resume, seed=seed,
+    lr = ADAPT_LR if adapt else 1e-3 if system == "flowrvs-vae" else 5e-4
+    tc = train_config(config.get("train"), out_dir=str(out_dir / "checkpoint"), resume=resume, seed=seed, lr=lr,
                       weight_decay=5e-4 if system == "flowrvs" else 0.0, ema=0.999, ema_warmup=True, warmup_steps=100,
-                      cosine=True, min_lr_ratio=0.05, **defaults)
+                      cosine=True, min_lr_ratio=0.05, steps=ADAPT_STEPS if adapt else 2000)
     if steps is not None:
         tc.steps = int(steps)
     t0 = time.perf_counter()
@@ -443,14 +445,13 @@ def train_from_config(system: str, config: dict, out: str, resume: bool = False,
     record = {"stage": system, "data": asdict(data), "train": tc.to_json(), "seed": seed}
     if adapt:
         tiny = TinyFlowRVS.load(config["model"])
-        stage = _from_dict(MaskDecoderConfig, {"latent_jitter": 0.0, **(config.get("mask_decoder") or {})},
+        stage = _from_dict(MaskDecoderConfig, {**asdict(ADAPT_DECODER), **(config.get("mask_decoder") or {})},
                            "mask_decoder")
         lat = encode_latents(tiny.vae, clips)
         mvae, res = run_mask_adaptation_stage(tiny, lat, tiny.tokenizer(clips["sentences"]), clips["masks"], stage,
                                               tc, seed)
         if rank_info().is_main:
-            adapted = TinyFlowRVS(tiny.tokenizer, tiny.system, tiny.vae, mvae, tiny.latent_mean, tiny.latent_std)
-            adapted.save(out_dir / "model", {**tiny.record, "mask_decoder": "flow-adapted"})
+            tiny.with_mask_decoder(mvae).save(out_dir / "model", {**tiny.record, "mask_decoder": "flow-adapted"})
         record.update(model=str(out_dir / "model"), adapted_from=str(config["model"]), mask_decoder=asdict(stage),
                       metrics=res.metrics)
     elif system == "flowrvs-vae":

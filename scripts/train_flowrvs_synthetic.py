@@ -44,12 +44,10 @@ VARIANTS = {
     "no_dvi": T.FlowConfig(dvi=False),
     "no_spa": T.FlowConfig(spa_scale=0.0),
 }
-VAE_STEPS, MASK_STEPS, FLOW_STEPS, ADAPT_STEPS = 1200, 2000, 8000, 600
+VAE_STEPS, MASK_STEPS, FLOW_STEPS = 1200, 2000, 8000
 FLOW_LR = 1e-3
 #: LightCache on the 4-step flow (the adaptive default needs two full calls to estimate and reuses none of 4)
 LIGHTCACHE_4STEP = {"cache_interval": 2, "schedule": "uniform"}
-#: the mask decoder's fine-tune on the flow's own latents (no jitter: the latents are the flow's real errors)
-ADAPT_DECODER = T.MaskDecoderConfig(latent_jitter=0.0)
 
 
 def tc(steps: int, out: Path, lr: float, seed: int, wd: float = 0.0) -> TrainConfig:
@@ -146,7 +144,7 @@ def main() -> int:
     for key, value in old.get("timings", {}).items():     # a cached stage keeps the time it took to train
         if timings.get(key, 0) < 60:
             timings[key] = value
-    meta = {"seed": args.seed, "data": asdict(data), "train_examples": len(train_clips["sentences"]), "steps": {"vae": VAE_STEPS, "mask_decoder": MASK_STEPS, "mask_adaptation": ADAPT_STEPS,
+    meta = {"seed": args.seed, "data": asdict(data), "train_examples": len(train_clips["sentences"]), "steps": {"vae": VAE_STEPS, "mask_decoder": MASK_STEPS, "mask_adaptation": T.ADAPT_STEPS,
             "flow": args.flow_steps, "flow_lr": FLOW_LR}, "heldout_triples": sorted(map(list, heldout_triples())), "ceiling": ceiling,
             "timings": timings, "threads": args.threads}
     (work / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -169,10 +167,10 @@ def adapted_decoder(work: Path, tiny: TinyFlowRVS, lat: dict, tokens: tuple, mas
     """``tiny`` with its mask decoder fine-tuned on the flow's one-step latents (:func:`T.run_mask_adaptation_stage`,
     cached as ``mask_vae_adapted.safetensors``)."""
     mask_vae = load_or_train(work / "mask_vae_adapted.safetensors", lambda: T.prepare_mask_decoder(tiny.vae),
-                             lambda: T.run_mask_adaptation_stage(tiny, lat, tokens, masks, ADAPT_DECODER,
-                                                                 tc(ADAPT_STEPS, work / "mask_adapt_ckpt", 3e-4, seed),
+                             lambda: T.run_mask_adaptation_stage(tiny, lat, tokens, masks, T.ADAPT_DECODER,
+                                                                 tc(T.ADAPT_STEPS, work / "mask_adapt_ckpt", T.ADAPT_LR, seed),
                                                                  seed)[0])
-    return TinyFlowRVS(tiny.tokenizer, tiny.system, tiny.vae, mask_vae, tiny.latent_mean, tiny.latent_std, tiny.record)
+    return tiny.with_mask_decoder(mask_vae)
 
 
 def cached_latents(work: Path, vae, clips: dict, data) -> dict:
