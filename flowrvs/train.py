@@ -50,8 +50,8 @@ from ..synthetic.referring import ReferringConfig, make_referring_clip, vocabula
 from . import latents as L
 from .metrics import j_and_f, mean_j_and_f
 from .sampler import flowrvs_sigmas, sample
-from .tiny import (BUNDLE_JSON, SYNTHETIC_DIT, TEXT_LENGTH, TINY_VAE, TinyFlowRVS, WordTokenizer, build_system, build_vae,
-                   decode_unclamped, load_fp16, mask_vae_from, posterior, save_fp16)
+from .tiny import (BUNDLE_JSON, SYNTHETIC_DIT, TEXT_LENGTH, TINY_VAE, FlowRVSSystem, TinyFlowRVS, WordTokenizer,
+                   build_system, build_vae, decode_unclamped, load_fp16, mask_vae_from, posterior, save_fp16)
 
 logger = logging.getLogger(__name__)
 
@@ -386,10 +386,19 @@ def run_vae_stage(clips: dict, stage: VAEStageConfig, cfg: TrainConfig, seed: in
     return res.ema_model or res.model, res
 
 
-def run_flow_stage(lat: dict, tokens: tuple, stats: tuple, flow: FlowConfig, cfg: TrainConfig, seed: int = 0):
+def run_flow_stage(lat: dict, tokens: tuple, stats: tuple, flow: FlowConfig, cfg: TrainConfig, seed: int = 0,
+                   start: FlowRVSSystem | None = None):
+    """The flow network (DiT + text encoder) from scratch, or continued from ``start``'s weights (a trained
+    system of the same DiT config and DVI setting, e.g. for :data:`REFINE_FLOW`)."""
     flow.validate()
     torch.manual_seed(seed)
     tok, system = build_system(vocabulary(), dvi=flow.dvi, dit_config=flow.dit_config())
+    if start is not None:
+        try:
+            system.load_state_dict(start.state_dict())
+        except RuntimeError as e:
+            raise NodeInputError(NODE, "init", f"a trained flow with this stage's DiT config {flow.dit_config()} "
+                                 f"and dvi={flow.dvi}", str(e).splitlines()[0]) from None
     data = flow_batches(lat, tokens, stats, flow.batch_size, seed)
     res = train(system, lambda m, b: flow_loss(m, b, flow), data, cfg)
     return tok, (res.ema_model or res.model), res
@@ -413,6 +422,11 @@ STAGES = ("flowrvs-vae", "flowrvs", "flowrvs-mask-decoder", "flowrvs-mask-adapt"
 #: 600 steps at lr 3e-4, no latent jitter (the flow's latents carry its real errors)
 ADAPT_STEPS, ADAPT_LR = 600, 3e-4
 ADAPT_DECODER = MaskDecoderConfig(latent_jitter=0.0)
+#: the one-step refinement (scripts/train_flowrvs_synthetic.py, variant ``full_t1``): the trained ``full`` flow
+#: continued for 3000 steps at lr 3e-4 with BBS at p(t = 1) = 1, i.e. only on the map that 1-step inference
+#: uses (BBS's special-timestep frequency taken to its end, papers.md §2; SPA and DVI unchanged)
+REFINE_FLOW = FlowConfig(bbs_special_freq=1.0)
+REFINE_STEPS, REFINE_LR = 3000, 3e-4
 
 
 def train_from_config(system: str, config: dict, out: str, resume: bool = False, steps: int | None = None) -> dict:
@@ -420,10 +434,13 @@ def train_from_config(system: str, config: dict, out: str, resume: bool = False,
     FlowConfig, "vae_stage": VAEStageConfig, "mask_decoder": MaskDecoderConfig, "vae": "DIR"}``, every
     key optional. ``"vae"`` (stages ``flowrvs`` and ``flowrvs-mask-decoder``): a folder holding
     ``vae.safetensors`` (an earlier ``flowrvs-vae`` run, or the pack's ``weights/flowrvs``). ``"model"``
-    (stage ``flowrvs-mask-adapt``, required): the folder of a complete model (``flowrvs_tiny.json``)."""
+    (stage ``flowrvs-mask-adapt``, required): the folder of a complete model (``flowrvs_tiny.json``).
+    ``"init"`` (stage ``flowrvs``, optional): a complete model whose DiT and text encoder the stage continues
+    from instead of starting afresh (the one-step refinement: ``"flow": {"bbs_special_freq": 1.0}``,
+    :data:`REFINE_FLOW`)."""
     if system not in STAGES:
         raise NodeInputError(NODE, "system", f"one of {list(STAGES)}", system)
-    known = {"data", "train", "flow", "vae_stage", "mask_decoder", "vae", "model", "seed"}
+    known = {"data", "train", "flow", "vae_stage", "mask_decoder", "vae", "model", "init", "seed"}
     unknown = sorted(set(config) - known)
     if unknown:
         raise NodeInputError(NODE, "config", f"keys among {sorted(known)}", unknown)
@@ -431,9 +448,10 @@ def train_from_config(system: str, config: dict, out: str, resume: bool = False,
     seed = int(config.get("seed", 0))
     out_dir = Path(out)
     adapt = system == "flowrvs-mask-adapt"
-    if adapt and not (Path(str(config.get("model") or "")) / BUNDLE_JSON).is_file():
-        raise NodeInputError(NODE, "config.model", f"the folder of a trained model holding {BUNDLE_JSON} (the "
-                             "`flowrvs` stage's out/model)", config.get("model"))
+    for key, needed in (("model", adapt), ("init", system == "flowrvs" and config.get("init") is not None)):
+        if needed and not (Path(str(config.get(key) or "")) / BUNDLE_JSON).is_file():
+            raise NodeInputError(NODE, f"config.{key}", f"the folder of a trained model holding {BUNDLE_JSON} (the "
+                                 "`flowrvs` stage's out/model)", config.get(key))
     lr = ADAPT_LR if adapt else 1e-3 if system == "flowrvs-vae" else 5e-4
     tc = train_config(config.get("train"), out_dir=str(out_dir / "checkpoint"), resume=resume, seed=seed, lr=lr,
                       weight_decay=5e-4 if system == "flowrvs" else 0.0, ema=0.999, ema_warmup=True, warmup_steps=100,
@@ -469,8 +487,10 @@ def train_from_config(system: str, config: dict, out: str, resume: bool = False,
         if system == "flowrvs":
             flow = _from_dict(FlowConfig, config.get("flow"), "flow")
             stats = latent_statistics(lat["video_mean"])
-            tok, model, res = run_flow_stage(lat, _tokens(clips["sentences"]), stats, flow, tc, seed)
-            record.update(flow=asdict(flow), latent_mean=stats[0], latent_std=stats[1], metrics=res.metrics)
+            start = TinyFlowRVS.load(config["init"]).system if config.get("init") is not None else None
+            tok, model, res = run_flow_stage(lat, _tokens(clips["sentences"]), stats, flow, tc, seed, start=start)
+            record.update(flow=asdict(flow), latent_mean=stats[0], latent_std=stats[1], metrics=res.metrics,
+                          init=config.get("init"))
             mask_file = vae_dir / "mask_vae.safetensors"
             if mask_file.is_file() and rank_info().is_main:     # a complete model: the bundle TinyFlowRVS.load reads
                 mvae = load_fp16(build_vae(TINY_VAE, out_channels=1), mask_file)

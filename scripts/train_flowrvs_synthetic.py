@@ -9,6 +9,10 @@ Stages (each on the shared loop, stage outputs cached in ``--work`` so an interr
 1. tiny Wan VAE on frames + masks (``flowrvs-vae``), 2. mask decoder (encoder frozen, BCE + Dice),
 3. the flow network (DiT + umT5-family text encoder) for each variant: ``full`` (BBS + SPA + DVI),
 ``no_bbs`` (uniform t), ``no_dvi``, ``no_spa``. Every variant uses the same seed, data and steps.
+4. ``full_t1``: the trained ``full`` flow continued on the one-step map only (BBS p(t=1) = 1,
+``T.REFINE_FLOW``, ``T.REFINE_STEPS`` at ``T.REFINE_LR``, seed + 1 so it does not replay the first batches).
+``full`` and ``full_t1`` also get a mask decoder adapted to their own one-step latents; the one of them
+(with or without its adapted decoder) that scores best on val is written to ``weights/``.
 Evaluation: J&F on the val split (used to check the run, nothing is tuned on it) and on the held-out
 test split (colour/shape/motion triples never seen in training), 1 and 4 Euler steps, and 4 steps with
 LightCache (cache interval 2). Training never runs in CI.
@@ -44,14 +48,17 @@ VARIANTS = {
     "no_dvi": T.FlowConfig(dvi=False),
     "no_spa": T.FlowConfig(spa_scale=0.0),
 }
+#: refined variant -> the variant it continues from (module docstring, step 4)
+REFINED = {"full_t1": "full"}
 VAE_STEPS, MASK_STEPS, FLOW_STEPS = 1200, 2000, 8000
 FLOW_LR = 1e-3
 #: LightCache on the 4-step flow (the adaptive default needs two full calls to estimate and reuses none of 4)
 LIGHTCACHE_4STEP = {"cache_interval": 2, "schedule": "uniform"}
 
 
-def tc(steps: int, out: Path, lr: float, seed: int, wd: float = 0.0) -> TrainConfig:
-    return TrainConfig(steps=steps, lr=lr, weight_decay=wd, ema=0.999, ema_warmup=True, warmup_steps=200,
+def tc(steps: int, out: Path, lr: float, seed: int, wd: float = 0.0, fresh: bool = True) -> TrainConfig:
+    """The stages' schedule; ``fresh=False`` (a continued model): the EMA starts at the start weights, short warm-up."""
+    return TrainConfig(steps=steps, lr=lr, weight_decay=wd, ema=0.999, ema_warmup=fresh, warmup_steps=200 if fresh else 100,
                        cosine=True, min_lr_ratio=0.05, grad_clip=1.0, seed=seed, out_dir=str(out), resume=True,
                        progress=False, log_every=100, save_every=500)
 
@@ -68,7 +75,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default=str(ROOT / "runs" / "flowrvs"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--only", default=",".join(VARIANTS))
+    ap.add_argument("--only", default=",".join(["full", *REFINED, *[n for n in VARIANTS if n != "full"]]))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--flow-steps", type=int, default=FLOW_STEPS, help="flow-stage steps of every variant")
     ap.add_argument("--dit", default="{}", help="JSON DiT overrides for every variant, e.g. "
@@ -106,32 +113,45 @@ def main() -> int:
 
     dit = json.loads(args.dit)
     for name in [n for n in args.only.split(",") if n]:
-        flow = replace(VARIANTS[name], dit={**VARIANTS[name].dit, **dit})
+        base = REFINED.get(name)
+        flow = replace(T.REFINE_FLOW if base else VARIANTS[name], dit={**VARIANTS[base or name].dit, **dit})
         path = work / f"dit_{name}"
         t0 = time.perf_counter()
         cached = (path / "flowrvs_tiny.json").is_file()
         if cached:
             tiny = TinyFlowRVS.load(path)
         else:
-            tok, system, res = T.run_flow_stage(lat, tokens, stats, flow,
-                                                tc(args.flow_steps, work / f"flow_ckpt_{name}", FLOW_LR, args.seed, wd=5e-4),
-                                                args.seed)
+            if base:
+                if not (work / f"dit_{base}" / "flowrvs_tiny.json").is_file():
+                    raise SystemExit(f"{name} continues {base}: train it first (--only {base},{name})")
+                start = TinyFlowRVS.load(work / f"dit_{base}").system
+                tok, system, res = T.run_flow_stage(lat, tokens, stats, flow,
+                                                    tc(T.REFINE_STEPS, work / f"flow_ckpt_{name}", T.REFINE_LR,
+                                                       args.seed + 1, wd=5e-4, fresh=False), args.seed + 1, start=start)
+            else:
+                tok, system, res = T.run_flow_stage(lat, tokens, stats, flow,
+                                                    tc(args.flow_steps, work / f"flow_ckpt_{name}", FLOW_LR, args.seed,
+                                                       wd=5e-4), args.seed)
             tiny = TinyFlowRVS(tok, system, vae, mask_vae, *stats)
-            tiny.save(path, {"variant": name, "flow": asdict(flow), "final_loss": res.metrics.get("loss")})
+            tiny.save(path, {"variant": name, "flow": asdict(flow), "final_loss": res.metrics.get("loss"),
+                             **({"continued_from": base} if base else {})})
             tiny = TinyFlowRVS.load(path)            # evaluate the fp16 files
         result_file = work / f"result_{name}.json"
         train_s = round(time.perf_counter() - t0, 1)
         if cached and result_file.is_file():                # a cached variant keeps the time it took to train
             train_s = json.loads(result_file.read_text()).get("train_s", train_s)
-        row = {"flow": asdict(flow), "flow_steps": args.flow_steps, "train_s": train_s,
+        steps = args.flow_steps
+        if base:
+            steps = f"{json.loads((work / f'result_{base}.json').read_text()).get('flow_steps', FLOW_STEPS)} + {T.REFINE_STEPS}"
+        row = {"flow": asdict(flow), "flow_steps": steps, "train_s": train_s,
                "train_targets_1step": T.evaluate(tiny, train_targets, steps=1)}
         for split, clips in (("val", val), ("test", test)):
             row[f"{split}_1step"] = T.evaluate(tiny, clips, steps=1)
             row[f"{split}_4step"] = T.evaluate(tiny, clips, steps=4)
         # uniform interval 2 (steps 0 and 2 run the cached blocks): the adaptive default reuses none of 4 steps
         row["test_4step_lightcache2"] = T.evaluate(tiny, test, steps=4, lightcache=LIGHTCACHE_4STEP)
-        if name == "full":     # the shipped model: its mask decoder also adapted to the flow's own latents
-            adapted = adapted_decoder(work, tiny, lat, tokens, train_clips["masks"], args.seed)
+        if name in ("full", *REFINED):     # shipping candidates: the mask decoder also adapted to their own latents
+            adapted = adapted_decoder(work, name, tiny, lat, tokens, train_clips["masks"], args.seed)
             for split, clips in (("val", val), ("test", test)):
                 row[f"{split}_1step_adapted"] = T.evaluate(adapted, clips, steps=1)
             row["adapted_decoder_ships"] = row["val_1step_adapted"]["J&F"] > row["val_1step"]["J&F"]   # chosen on val
@@ -148,29 +168,42 @@ def main() -> int:
             "flow": args.flow_steps, "flow_lr": FLOW_LR}, "heldout_triples": sorted(map(list, heldout_triples())), "ceiling": ceiling,
             "timings": timings, "threads": args.threads}
     (work / "meta.json").write_text(json.dumps(meta, indent=1))
-    if "full" in results:
+    shipped = shipped_variant(results)
+    if shipped:
         weights = ROOT / "weights" / "flowrvs"
-        full = results["full"]
-        tiny = TinyFlowRVS.load(work / "dit_full")
-        adapted = full.get("adapted_decoder_ships", False)
+        best = results[shipped]
+        tiny = TinyFlowRVS.load(work / f"dit_{shipped}")
+        adapted = best.get("adapted_decoder_ships", False)
         if adapted:
-            tiny = adapted_decoder(work, tiny, lat, tokens, train_clips["masks"], args.seed)   # the cached file
-        tiny.save(weights, {"variant": "full", "mask_decoder": "flow-adapted" if adapted else "ground-truth latents",
-                            "test_jf_1step": full["test_1step_adapted" if adapted else "test_1step"]["J&F"],
+            tiny = adapted_decoder(work, shipped, tiny, lat, tokens, train_clips["masks"], args.seed)   # the cached file
+        tiny.save(weights, {"variant": shipped, "mask_decoder": "flow-adapted" if adapted else "ground-truth latents",
+                            "val_jf_1step": best["val_1step_adapted" if adapted else "val_1step"]["J&F"],
+                            "test_jf_1step": best["test_1step_adapted" if adapted else "test_1step"]["J&F"],
                             "script": "scripts/train_flowrvs_synthetic.py", "seed": args.seed})
-    write_table(results, meta)
+    write_table(results, meta, shipped)
     logging.info("total %.1f s", time.perf_counter() - t_all)
     return 0
 
 
-def adapted_decoder(work: Path, tiny: TinyFlowRVS, lat: dict, tokens: tuple, masks, seed: int) -> TinyFlowRVS:
-    """``tiny`` with its mask decoder fine-tuned on the flow's one-step latents (:func:`T.run_mask_adaptation_stage`,
-    cached as ``mask_vae_adapted.safetensors``)."""
-    mask_vae = load_or_train(work / "mask_vae_adapted.safetensors", lambda: T.prepare_mask_decoder(tiny.vae),
+def adapted_decoder(work: Path, name: str, tiny: TinyFlowRVS, lat: dict, tokens: tuple, masks, seed: int) -> TinyFlowRVS:
+    """``tiny`` (variant ``name``) with its mask decoder fine-tuned on the flow's one-step latents
+    (:func:`T.run_mask_adaptation_stage`, cached as ``mask_vae_adapted_<name>.safetensors``)."""
+    mask_vae = load_or_train(work / f"mask_vae_adapted_{name}.safetensors", lambda: T.prepare_mask_decoder(tiny.vae),
                              lambda: T.run_mask_adaptation_stage(tiny, lat, tokens, masks, T.ADAPT_DECODER,
-                                                                 tc(T.ADAPT_STEPS, work / "mask_adapt_ckpt", T.ADAPT_LR, seed),
-                                                                 seed)[0])
+                                                                 tc(T.ADAPT_STEPS, work / f"mask_adapt_ckpt_{name}",
+                                                                    T.ADAPT_LR, seed), seed)[0])
     return tiny.with_mask_decoder(mask_vae)
+
+
+def val_score(result: dict) -> float:
+    """A shipping candidate's val J&F (1 step), with its adapted mask decoder when that one is better on val."""
+    return result["val_1step_adapted" if result.get("adapted_decoder_ships") else "val_1step"]["J&F"]
+
+
+def shipped_variant(results: dict) -> str | None:
+    """The candidate (``full`` or a refinement of it) that goes to ``weights/``: the best on val."""
+    candidates = [n for n in ("full", *REFINED) if n in results]
+    return max(candidates, key=lambda n: val_score(results[n])) if candidates else None
 
 
 def cached_latents(work: Path, vae, clips: dict, data) -> dict:
@@ -192,7 +225,8 @@ def collect_results(work: Path) -> dict:
     """Every ``result_<name>.json`` in ``work``: this script's variants first, then earlier runs kept for
     comparison (copied in by hand, e.g. ``result_full_192x8.json``; each names its own DiT and steps)."""
     files = {p.stem[len("result_"):]: p for p in sorted(work.glob("result_*.json"))}
-    order = [n for n in VARIANTS if n in files] + [n for n in files if n not in VARIANTS]
+    ours = list(dict.fromkeys(["full", *REFINED, *VARIANTS]))
+    order = [n for n in ours if n in files] + [n for n in files if n not in ours]
     return {n: json.loads(files[n].read_text()) for n in order}
 
 
@@ -213,17 +247,18 @@ def adapted_cell(result: dict, shipped: bool) -> str:
     cell = f"{result['val_1step_adapted']['J&F']:.3f} / {result['test_1step_adapted']['J&F']:.3f}"
     if not result.get("adapted_decoder_ships"):
         return cell
-    return cell + (" (shipped: better on val)" if shipped else " (better on val)")
+    return cell + (" (shipped: best on val)" if shipped else " (better on val than without)")
 
 
-def write_table(results: dict, meta: dict) -> None:
+def write_table(results: dict, meta: dict, shipped: str | None) -> None:
     out = ROOT / "benchmarks" / "results" / "flowrvs_synthetic.md"
     lines = ["# FlowRVS on the synthetic referring clips (tiny model, CPU)", "",
              "`python scripts/train_flowrvs_synthetic.py` (seed %d). Train: %d clips, %s; val: %d, test: %d clips "
              "whose target is one of %d held-out colour/shape/motion triples (never rendered in training); a "
              "same-colour, same-shape twin moving another way in 60%% of clips. %d×%d px, %d frames. DAVIS J&F "
-             "(bound_th 0.008), threshold at logit 0. Nothing is tuned on test; val only decides whether the flow-adapted mask "
-             "decoder ships; \"train\" = the first %d "
+             "(bound_th 0.008), threshold at logit 0. Nothing is tuned on test; val only decides which of `full` / `full_t1` "
+             "ships and whether with its flow-adapted mask decoder; `full_t1` = `full` continued on the one-step map "
+             "only (BBS p(t=1) = 1) from its trained weights; \"train\" = the first %d "
              "training clips with their target sentence (how well seen data is fitted)." % (
                  meta["seed"], meta["data"]["train_clips"],
                  ("%d examples (every object a sentence names uniquely)" % meta["train_examples"])
@@ -242,7 +277,7 @@ def write_table(results: dict, meta: dict) -> None:
                      f"{'' if fit is None else f'{fit:.3f}'} | "
                      f"{r['val_1step']['J&F']:.3f} | **{r['test_1step']['J&F']:.3f}** | {r['test_1step']['J']:.3f} | "
                      f"{r['test_1step']['F']:.3f} | {r['test_4step']['J&F']:.3f} | "
-                     f"{r['test_4step_lightcache2']['J&F']:.3f} | {adapted_cell(r, name == 'full')} |")
+                     f"{r['test_4step_lightcache2']['J&F']:.3f} | {adapted_cell(r, name == shipped)} |")
     c = meta["ceiling"]["test"]
     lines += ["", f"Ceiling (ground-truth mask → VAE encoder → mask decoder, test): J&F {c['J&F']:.3f} "
               f"(J {c['J']:.3f}, F {c['F']:.3f}).",

@@ -163,7 +163,7 @@ def test_lightcache_interval_1_on_the_flowrvs_model_is_bit_exact(comfy_client, f
 
 def test_builtin_flowrvs_segments_a_heldout_synthetic_clip(comfy_client):
     """The pack's trained tiny FlowRVS inside ComfyUI gives the host-free result: test clip 7, which the model
-    gets right outside ComfyUI (J&F 0.90 host-free; the whole test split averages 0.699,
+    gets right outside ComfyUI (J&F 0.92 host-free; the whole test split averages 0.705,
     benchmarks/results/flowrvs_synthetic.md) → MASK of its size close to the ground truth (IoU from the
     digest's sums: both masks are binary)."""
     from avlab.flowrvs.tiny import WEIGHTS_DIR
