@@ -453,8 +453,9 @@ def train_from_config(system: str, config: dict, out: str, resume: bool = False,
             raise NodeInputError(NODE, f"config.{key}", f"the folder of a trained model holding {BUNDLE_JSON} (the "
                                  "`flowrvs` stage's out/model)", config.get(key))
     lr = ADAPT_LR if adapt else 1e-3 if system == "flowrvs-vae" else 5e-4
+    fresh = config.get("init") is None          # a continued model's EMA starts at its start weights
     tc = train_config(config.get("train"), out_dir=str(out_dir / "checkpoint"), resume=resume, seed=seed, lr=lr,
-                      weight_decay=5e-4 if system == "flowrvs" else 0.0, ema=0.999, ema_warmup=True, warmup_steps=100,
+                      weight_decay=5e-4 if system == "flowrvs" else 0.0, ema=0.999, ema_warmup=fresh, warmup_steps=100,
                       cosine=True, min_lr_ratio=0.05, steps=ADAPT_STEPS if adapt else 2000)
     if steps is not None:
         tc.steps = int(steps)

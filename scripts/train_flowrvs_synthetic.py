@@ -58,8 +58,9 @@ LIGHTCACHE_4STEP = {"cache_interval": 2, "schedule": "uniform"}
 
 def tc(steps: int, out: Path, lr: float, seed: int, wd: float = 0.0, fresh: bool = True) -> TrainConfig:
     """The stages' schedule; ``fresh=False`` (a continued model): the EMA starts at the start weights, short warm-up."""
-    return TrainConfig(steps=steps, lr=lr, weight_decay=wd, ema=0.999, ema_warmup=fresh, warmup_steps=200 if fresh else 100,
-                       cosine=True, min_lr_ratio=0.05, grad_clip=1.0, seed=seed, out_dir=str(out), resume=True,
+    return TrainConfig(steps=steps, lr=lr, weight_decay=wd, ema=0.999, ema_warmup=fresh,
+                       warmup_steps=200 if fresh else 100, cosine=True, min_lr_ratio=0.05, grad_clip=1.0, seed=seed,
+                       out_dir=str(out), resume=True,
                        progress=False, log_every=100, save_every=500)
 
 
@@ -142,7 +143,8 @@ def main() -> int:
             train_s = json.loads(result_file.read_text()).get("train_s", train_s)
         steps = args.flow_steps
         if base:
-            steps = f"{json.loads((work / f'result_{base}.json').read_text()).get('flow_steps', FLOW_STEPS)} + {T.REFINE_STEPS}"
+            base_steps = json.loads((work / f"result_{base}.json").read_text()).get("flow_steps", FLOW_STEPS)
+            steps = f"{base_steps} + {T.REFINE_STEPS}"
         row = {"flow": asdict(flow), "flow_steps": steps, "train_s": train_s,
                "train_targets_1step": T.evaluate(tiny, train_targets, steps=1)}
         for split, clips in (("val", val), ("test", test)):
@@ -175,7 +177,7 @@ def main() -> int:
         tiny = TinyFlowRVS.load(work / f"dit_{shipped}")
         adapted = best.get("adapted_decoder_ships", False)
         if adapted:
-            tiny = adapted_decoder(work, shipped, tiny, lat, tokens, train_clips["masks"], args.seed)   # the cached file
+            tiny = adapted_decoder(work, shipped, tiny, lat, tokens, train_clips["masks"], args.seed)   # cached file
         tiny.save(weights, {"variant": shipped, "mask_decoder": "flow-adapted" if adapted else "ground-truth latents",
                             "val_jf_1step": best["val_1step_adapted" if adapted else "val_1step"]["J&F"],
                             "test_jf_1step": best["test_1step_adapted" if adapted else "test_1step"]["J&F"],
@@ -185,7 +187,8 @@ def main() -> int:
     return 0
 
 
-def adapted_decoder(work: Path, name: str, tiny: TinyFlowRVS, lat: dict, tokens: tuple, masks, seed: int) -> TinyFlowRVS:
+def adapted_decoder(work: Path, name: str, tiny: TinyFlowRVS, lat: dict, tokens: tuple, masks,
+                    seed: int) -> TinyFlowRVS:
     """``tiny`` (variant ``name``) with its mask decoder fine-tuned on the flow's one-step latents
     (:func:`T.run_mask_adaptation_stage`, cached as ``mask_vae_adapted_<name>.safetensors``)."""
     mask_vae = load_or_train(work / f"mask_vae_adapted_{name}.safetensors", lambda: T.prepare_mask_decoder(tiny.vae),

@@ -303,6 +303,7 @@ def test_the_three_cli_stages_chain_into_a_loadable_model(tmp_path):
               "flow": {"batch_size": 2, "bbs_special_freq": 1.0, "dit": {"num_layers": 2}}}
     refined = T.train_from_config("flowrvs", refine, str(tmp_path / "refine"), steps=1)
     assert refined["init"] == rec["model"] and same(TinyFlowRVS.load(refined["model"]).system, tiny.system)
+    assert refined["train"]["ema_warmup"] is False and rec["train"]["ema_warmup"] is True
     with pytest.raises(NodeInputError, match="init"):                  # another DiT depth than the init's
         T.train_from_config("flowrvs", {**refine, "flow": {"dit": {"num_layers": 1}}}, str(tmp_path / "x"), steps=1)
     with pytest.raises(NodeInputError, match="config.init"):
