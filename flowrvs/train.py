@@ -367,10 +367,14 @@ def mask_reconstruction(vae, mask_vae, clips: dict, batch: int = 8) -> dict:
     for i in range(0, len(clips["masks"]), batch):
         gt = clips["masks"][i:i + batch]
         z = posterior(vae, to_vae_images(masks=gt))[0]
-        logits = decode_unclamped(mask_vae, z)[:, 0]
-        results += [j_and_f((logits[k] > 0).numpy(), gt[k].numpy() > 0.5) for k in range(len(gt))]
+        results += logits_j_and_f(decode_unclamped(mask_vae, z)[:, 0], gt)
     agg = mean_j_and_f(results)
     return {"J&F": round(agg["J&F"], 4), "J": round(agg["J"], 4), "F": round(agg["F"], 4)}
+
+
+def logits_j_and_f(logits: torch.Tensor, masks: torch.Tensor) -> list[dict]:
+    """Per clip: J&F of mask logits ``[B,T,H,W]`` thresholded at 0 against ground-truth masks of the same size."""
+    return [j_and_f((logits[k] > 0).numpy(), masks[k].numpy() > 0.5) for k in range(len(masks))]
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -448,14 +452,16 @@ def train_from_config(system: str, config: dict, out: str, resume: bool = False,
     seed = int(config.get("seed", 0))
     out_dir = Path(out)
     adapt = system == "flowrvs-mask-adapt"
-    for key, needed in (("model", adapt), ("init", system == "flowrvs" and config.get("init") is not None)):
+    init = config.get("init") if system == "flowrvs" else None     # only the flow stage continues a model
+    for key, needed in (("model", adapt), ("init", init is not None)):
         if needed and not (Path(str(config.get(key) or "")) / BUNDLE_JSON).is_file():
             raise NodeInputError(NODE, f"config.{key}", f"the folder of a trained model holding {BUNDLE_JSON} (the "
                                  "`flowrvs` stage's out/model)", config.get(key))
     lr = ADAPT_LR if adapt else 1e-3 if system == "flowrvs-vae" else 5e-4
-    fresh = config.get("init") is None          # a continued model's EMA starts at its start weights
+    # a continued model's EMA starts at its start weights
     tc = train_config(config.get("train"), out_dir=str(out_dir / "checkpoint"), resume=resume, seed=seed, lr=lr,
-                      weight_decay=5e-4 if system == "flowrvs" else 0.0, ema=0.999, ema_warmup=fresh, warmup_steps=100,
+                      weight_decay=5e-4 if system == "flowrvs" else 0.0, ema=0.999, ema_warmup=init is None,
+                      warmup_steps=100,
                       cosine=True, min_lr_ratio=0.05, steps=ADAPT_STEPS if adapt else 2000)
     if steps is not None:
         tc.steps = int(steps)
@@ -488,10 +494,10 @@ def train_from_config(system: str, config: dict, out: str, resume: bool = False,
         if system == "flowrvs":
             flow = _from_dict(FlowConfig, config.get("flow"), "flow")
             stats = latent_statistics(lat["video_mean"])
-            start = TinyFlowRVS.load(config["init"]).system if config.get("init") is not None else None
+            start = TinyFlowRVS.load(init).system if init is not None else None
             tok, model, res = run_flow_stage(lat, _tokens(clips["sentences"]), stats, flow, tc, seed, start=start)
             record.update(flow=asdict(flow), latent_mean=stats[0], latent_std=stats[1], metrics=res.metrics,
-                          init=config.get("init"))
+                          init=init)
             mask_file = vae_dir / "mask_vae.safetensors"
             if mask_file.is_file() and rank_info().is_main:     # a complete model: the bundle TinyFlowRVS.load reads
                 mvae = load_fp16(build_vae(TINY_VAE, out_channels=1), mask_file)

@@ -20,7 +20,7 @@ from _pack import import_pack  # noqa: E402  (scripts/ is on sys.path when a scr
 
 import_pack()
 from avlab.flowrvs import train as T  # noqa: E402
-from avlab.flowrvs.metrics import j_and_f, mean_j_and_f  # noqa: E402
+from avlab.flowrvs.metrics import mean_j_and_f  # noqa: E402
 from avlab.flowrvs.sampler import flowrvs_sigmas, sample  # noqa: E402
 from avlab.flowrvs.tiny import TinyFlowRVS, posterior  # noqa: E402
 
@@ -58,7 +58,7 @@ def main() -> int:
                     ("flow, ground truth elsewhere", torch.where(near, pred, true))):
         with torch.no_grad():
             logits = tiny.decode_mask(z)
-        r = mean_j_and_f([j_and_f((logits[k] > 0).numpy(), gt[k].numpy() > 0.5) for k in range(len(gt))])
+        r = mean_j_and_f(T.logits_j_and_f(logits, gt))
         print(f"  {name:36s} J&F {r['J&F']:.3f}  J {r['J']:.3f}  F {r['F']:.3f}")
     return 0
 

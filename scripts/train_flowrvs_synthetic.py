@@ -122,17 +122,15 @@ def main() -> int:
         if cached:
             tiny = TinyFlowRVS.load(path)
         else:
+            start, steps, lr, seed = None, args.flow_steps, FLOW_LR, args.seed
             if base:
                 if not (work / f"dit_{base}" / "flowrvs_tiny.json").is_file():
                     raise SystemExit(f"{name} continues {base}: train it first (--only {base},{name})")
                 start = TinyFlowRVS.load(work / f"dit_{base}").system
-                tok, system, res = T.run_flow_stage(lat, tokens, stats, flow,
-                                                    tc(T.REFINE_STEPS, work / f"flow_ckpt_{name}", T.REFINE_LR,
-                                                       args.seed + 1, wd=5e-4, fresh=False), args.seed + 1, start=start)
-            else:
-                tok, system, res = T.run_flow_stage(lat, tokens, stats, flow,
-                                                    tc(args.flow_steps, work / f"flow_ckpt_{name}", FLOW_LR, args.seed,
-                                                       wd=5e-4), args.seed)
+                steps, lr, seed = T.REFINE_STEPS, T.REFINE_LR, args.seed + 1
+            tok, system, res = T.run_flow_stage(lat, tokens, stats, flow,
+                                                tc(steps, work / f"flow_ckpt_{name}", lr, seed, wd=5e-4,
+                                                   fresh=start is None), seed, start=start)
             tiny = TinyFlowRVS(tok, system, vae, mask_vae, *stats)
             tiny.save(path, {"variant": name, "flow": asdict(flow), "final_loss": res.metrics.get("loss"),
                              **({"continued_from": base} if base else {})})
@@ -179,8 +177,7 @@ def main() -> int:
         if adapted:
             tiny = adapted_decoder(work, shipped, tiny, lat, tokens, train_clips["masks"], args.seed)   # cached file
         tiny.save(weights, {"variant": shipped, "mask_decoder": "flow-adapted" if adapted else "ground-truth latents",
-                            "val_jf_1step": best["val_1step_adapted" if adapted else "val_1step"]["J&F"],
-                            "test_jf_1step": best["test_1step_adapted" if adapted else "test_1step"]["J&F"],
+                            "val_jf_1step": shipped_score(best, "val"), "test_jf_1step": shipped_score(best, "test"),
                             "script": "scripts/train_flowrvs_synthetic.py", "seed": args.seed})
     write_table(results, meta, shipped)
     logging.info("total %.1f s", time.perf_counter() - t_all)
@@ -198,15 +195,15 @@ def adapted_decoder(work: Path, name: str, tiny: TinyFlowRVS, lat: dict, tokens:
     return tiny.with_mask_decoder(mask_vae)
 
 
-def val_score(result: dict) -> float:
-    """A shipping candidate's val J&F (1 step), with its adapted mask decoder when that one is better on val."""
-    return result["val_1step_adapted" if result.get("adapted_decoder_ships") else "val_1step"]["J&F"]
+def shipped_score(result: dict, split: str) -> float:
+    """A shipping candidate's J&F (1 step) on ``split``, with its adapted mask decoder when that one is better on val."""
+    return result[f"{split}_1step_adapted" if result.get("adapted_decoder_ships") else f"{split}_1step"]["J&F"]
 
 
 def shipped_variant(results: dict) -> str | None:
     """The candidate (``full`` or a refinement of it) that goes to ``weights/``: the best on val."""
     candidates = [n for n in ("full", *REFINED) if n in results]
-    return max(candidates, key=lambda n: val_score(results[n])) if candidates else None
+    return max(candidates, key=lambda n: shipped_score(results[n], "val")) if candidates else None
 
 
 def cached_latents(work: Path, vae, clips: dict, data) -> dict:
